@@ -1,0 +1,355 @@
+"""Every configuration of assynch, as pydantic models.
+
+One YAML file holds one `AssynchConfig`; a file may name another with `extends:` (a path relative
+to itself) whose values it overrides section by section. `--set a.b=c` overrides one field from
+the command line. A bad config fails with `ConfigError` naming the field before any work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the field and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TimeBase(_Section):
+    """The time base every part shares (defaults follow Synchformer). Fixed by DESIGN.md."""
+
+    fps: float = Field(25.0, gt=0, description="video frames per second after resampling")
+    sample_rate: int = Field(16000, gt=0, description="audio samples per second, mono")
+    segment_frames: int = Field(16, gt=0, description="frames per segment (0.64 s at 25 fps)")
+    segment_stride_frames: int = Field(8, gt=0, description="frames between segment starts")
+    segments_per_window: int = Field(14, gt=0)
+    stream_hop_sec: float = Field(2.4, gt=0, description="seconds between window starts")
+    windows_per_sample: int = Field(8, gt=0, description="consecutive windows in a stream sample")
+    num_offset_classes: int = Field(21, gt=1)
+    offset_step_sec: float = Field(0.2, gt=0)
+
+    @model_validator(mode="after")
+    def _odd_offset_grid(self) -> TimeBase:
+        if self.num_offset_classes % 2 != 1:
+            raise ValueError(
+                f"time.num_offset_classes must be odd (a grid centred on 0 s), got "
+                f"{self.num_offset_classes}"
+            )
+        return self
+
+    @property
+    def window_frames(self) -> int:
+        return (self.segments_per_window - 1) * self.segment_stride_frames + self.segment_frames
+
+    @property
+    def window_sec(self) -> float:
+        return self.window_frames / self.fps
+
+    @property
+    def segment_sec(self) -> float:
+        return self.segment_frames / self.fps
+
+    @property
+    def segment_stride_sec(self) -> float:
+        return self.segment_stride_frames / self.fps
+
+    @property
+    def sample_sec(self) -> float:
+        """Seconds of video one stream sample covers (all its windows)."""
+        return (self.windows_per_sample - 1) * self.stream_hop_sec + self.window_sec
+
+    @property
+    def max_offset_sec(self) -> float:
+        return (self.num_offset_classes // 2) * self.offset_step_sec
+
+
+class VideoFeatures(_Section):
+    short_side: int = Field(256, gt=0, description="resize so the short side has this many pixels")
+    crop: int = Field(224, gt=0, description="square centre crop after resizing")
+    mean: float = 0.5
+    std: float = Field(0.5, gt=0)
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> VideoFeatures:
+        if self.crop > self.short_side:
+            raise ValueError(
+                f"video.crop ({self.crop}) must not exceed video.short_side ({self.short_side})"
+            )
+        return self
+
+
+class AudioFeatures(_Section):
+    n_mels: int = Field(128, gt=0)
+    n_fft: int = Field(1024, gt=0)
+    win_length: int = Field(400, gt=0)
+    hop_length: int = Field(160, gt=0)
+    log_eps: float = Field(1e-6, gt=0)
+    segment_mel_frames: int = Field(66, gt=0, description="mel frames per segment after padding")
+    norm_mean: float = Field(-4.2677393, description="AST's dataset mean of the log-mel")
+    norm_std: float = Field(4.5689974, gt=0, description="AST's std; DESIGN.md divides by 2*std")
+
+
+class StorageConfig(_Section):
+    """How to reach `s3://` URLs. Credentials fall back to the usual AWS environment variables
+    and are never logged."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = Field(None, repr=False)
+    secret_access_key: SecretStr | None = None
+
+    def fsspec_options(self) -> dict[str, Any]:
+        """Keyword arguments for `fsspec.filesystem('s3', ...)` / `fsspec.open(url, ...)`."""
+        options: dict[str, Any] = {}
+        client_kwargs: dict[str, Any] = {}
+        if self.endpoint_url:
+            client_kwargs["endpoint_url"] = self.endpoint_url
+        if self.region:
+            client_kwargs["region_name"] = self.region
+        if client_kwargs:
+            options["client_kwargs"] = client_kwargs
+        if self.access_key_id:
+            options["key"] = self.access_key_id
+        if self.secret_access_key:
+            options["secret"] = self.secret_access_key.get_secret_value()
+        return options
+
+
+class SplitFractions(_Section):
+    train: float = Field(0.8, ge=0)
+    val: float = Field(0.1, ge=0)
+    test: float = Field(0.1, ge=0)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitFractions:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"preprocess.splits must sum to 1, got {total:g}")
+        return self
+
+
+class PreprocessConfig(_Section):
+    input: str = Field(
+        "data/synthetic",
+        description="ego4d.json, manifest.csv, a folder or glob of videos, or an s3:// prefix",
+    )
+    output: str = Field("data/shards", description="local folder or s3:// prefix for the shards")
+    ego4d_root: str | None = Field(
+        None, description="root holding v2/full_scale/<uid>.mp4; default: beside the metadata"
+    )
+    samples_per_video: int = Field(4, gt=0)
+    seed: int = 0
+    splits: SplitFractions = SplitFractions()
+    audio_margin_sec: float = Field(2.0, ge=0, description="extra audio kept on both sides")
+    frame_format: Literal["raw", "jpeg"] = "raw"
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    rows_per_shard: int = Field(64, gt=0)
+    rows_per_row_group: int = Field(8, gt=0)
+    video_timeout_sec: float = Field(900.0, gt=0, description="per-video decode time limit")
+    num_workers: int = Field(2, gt=0, description="parallel decoding tasks")
+    cpus_per_worker: float = Field(1.0, gt=0)
+
+
+class EncoderConfig(_Section):
+    dim: int = Field(768, gt=0)
+    depth: int = Field(12, gt=0)
+    heads: int = Field(12, gt=0)
+    mlp_ratio: float = Field(4.0, gt=0)
+    patch_size: int = Field(16, gt=0, description="spatial patch (visual) or square mel patch")
+    tubelet_frames: int = Field(2, gt=0, description="visual only: frames per tubelet")
+    out_tokens: int = Field(8, gt=0, description="tokens per segment after reduction")
+
+
+class HeadConfig(_Section):
+    dim: int = Field(768, gt=0)
+    depth: int = Field(3, gt=0)
+    heads: int = Field(8, gt=0)
+    mlp_ratio: float = Field(4.0, gt=0)
+
+
+class LossWeights(_Section):
+    cross_entropy: float = Field(1.0, ge=0)
+    emd: float = Field(1.0, ge=0)
+    contrastive: float = Field(0.1, ge=0)
+
+
+class ModelConfig(_Section):
+    preset: Literal["tiny", "full", "custom"] = "tiny"
+    kind: Literal["snapshot", "apa", "streamsync", "as_synchformer"] = "as_synchformer"
+    audio_encoder: EncoderConfig = EncoderConfig(out_tokens=6)
+    visual_encoder: EncoderConfig = EncoderConfig(out_tokens=8)
+    sync: HeadConfig = HeadConfig()
+    streaming: HeadConfig = HeadConfig()
+    streaming_tokens: int = Field(4, gt=0, description="K streaming tokens emitted per window")
+    history_windows: int = Field(
+        16, gt=0, description="bounded token history the streaming module attends to"
+    )
+    contrastive_dim: int = Field(256, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    encoder_regime: Literal["frozen", "partial", "full"] = "full"
+    trainable_encoder_blocks: int = Field(
+        2, ge=0, description="with encoder_regime=partial: how many last blocks train"
+    )
+    losses: LossWeights = LossWeights()
+    pretrained_checkpoint: str | None = Field(
+        None, description="local path to a Synchformer-format checkpoint"
+    )
+
+
+class TrainConfig(_Section):
+    shards: str = Field("data/shards", description="preprocess output to train on")
+    epochs: int = Field(2, gt=0)
+    batch_size: int = Field(4, gt=0)
+    learning_rate: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    num_workers: int = Field(2, ge=0, description="Ray Train workers (0 runs in-process)")
+    use_gpu: bool = False
+    seed: int = 0
+    resample_offsets: bool = Field(True, description="draw a fresh offset per epoch")
+    experiment: str = "assynch"
+    run_name: str | None = None
+    storage_path: str = Field("runs", description="Ray Train run storage (local or s3://)")
+    max_failures: int = Field(2, ge=0)
+
+
+class TrackingConfig(_Section):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    registered_model: str = "as-synchformer"
+    alias: str = "candidate"
+
+
+class EvalConfig(_Section):
+    model_uri: str = "models:/as-synchformer@candidate"
+    shards: str = "data/shards"
+    split: Literal["train", "val", "test"] = "test"
+    batch_size: int = Field(4, gt=0)
+    output: str = "reports"
+
+
+class AssynchConfig(_Section):
+    time: TimeBase = TimeBase()
+    video: VideoFeatures = VideoFeatures()
+    audio: AudioFeatures = AudioFeatures()
+    storage: StorageConfig = StorageConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _audio_margin_covers_offsets(self) -> AssynchConfig:
+        if self.preprocess.audio_margin_sec + 1e-9 < self.time.max_offset_sec:
+            raise ValueError(
+                f"preprocess.audio_margin_sec ({self.preprocess.audio_margin_sec}) must be at "
+                f"least the largest offset ({self.time.max_offset_sec} s)"
+            )
+        return self
+
+    def content_hash(self, *sections: str) -> str:
+        """A short stable hash of the named sections (all when none is named)."""
+        dumped = self.model_dump(mode="json")
+        chosen = {name: dumped[name] for name in (sections or tuple(dumped))}
+        text = json.dumps(chosen, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise ConfigError(f"config 'extends' forms a cycle: {chain}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}. Pass an existing YAML file (configs/).")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(data)}")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    base = _read_yaml_tree(path.parent / str(parent), (*seen, path))
+    return _deep_merge(base, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=c` -> (["a", "b"], c), the value read as YAML (so 3, 0.5, true, [1, 2] work)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.field=value")
+    dotted, raw = text.split("=", 1)
+    keys = [k for k in dotted.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"override '{text}' names no field")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return keys, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    result = dict(data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        nested: Any = value
+        for key in reversed(keys):
+            nested = {key: nested}
+        result = _deep_merge(result, nested)
+    return result
+
+
+def _describe_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown field (check its spelling and section)"
+        elif error["type"] == "literal_error":
+            expected = error.get("ctx", {}).get("expected", "")
+            message = f"must be one of {expected}; got {error.get('input')!r}"
+        lines.append(f"  {field}: {message}")
+    return "\n".join(lines)
+
+
+def build_config(data: dict[str, Any], source: str = "dict") -> AssynchConfig:
+    try:
+        return AssynchConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> AssynchConfig:
+    """Read a YAML config (following `extends:`), apply `a.b=c` overrides, and validate."""
+    data = _read_yaml_tree(Path(path)) if path is not None else {}
+    data = apply_overrides(data, list(overrides or []))
+    return build_config(data, str(path) if path is not None else "defaults")
+
+
+def dump_config(config: AssynchConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
