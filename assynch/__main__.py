@@ -1,0 +1,3 @@
+from assynch.cli import app
+
+app(prog_name="assynch")
