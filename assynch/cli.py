@@ -94,3 +94,44 @@ def show_config(config: ConfigOption = None, set_: SetOption = None) -> None:
 
 # Subcommands are registered below, one block per command, each importing its module lazily so
 # that `assynch --help` stays fast.
+
+
+# --- inspect: decode one video the way the pipeline does and report what came out ------------
+
+
+@app.command("inspect")
+def inspect_video(
+    video: Annotated[str, typer.Argument(help="A video file path or fsspec URL (s3://...).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Decode VIDEO fully (target fps, 16 kHz mono) and print its streams and timings."""
+    from assynch.data.decode import DecodeError
+
+    user_errors(DecodeError)(_inspect_video)(video, as_json, config, set_)
+
+
+def _inspect_video(
+    video: str, as_json: bool, config: Path | None, overrides: list[str] | None
+) -> None:
+    import json
+
+    from rich.table import Table
+
+    from assynch.data.decode import inspect_media
+
+    cfg = config_from_options(config, overrides)
+    report = inspect_media(
+        video, time=cfg.time, video=cfg.video, storage_options=cfg.storage.fsspec_options()
+    )
+    values = report.as_dict()
+    if as_json:
+        typer.echo(json.dumps(values, indent=2))
+        return
+    table = Table(title=f"assynch inspect: {video}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in values.items():
+        table.add_row(key, "-" if value is None else str(value))
+    Console().print(table)

@@ -18,11 +18,13 @@ See docs/DECODING.md.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from time import perf_counter as _clock
 from typing import Any
 
 import av
@@ -719,4 +721,71 @@ def decode_all(
         first_frame=first_frame,
         first_sample=first_sample,
         padded_samples=padded,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole-file report (`assynch inspect`)
+
+
+@dataclass(frozen=True)
+class InspectReport:
+    """What the container says and what a full decoding pass (as the pipeline runs it) got."""
+
+    info: MediaInfo
+    target_fps: float
+    target_sample_rate: int
+    frames_decoded: int
+    audio_samples_decoded: int
+    padded_audio_samples: int
+    decode_wall_sec: float
+
+    @property
+    def decoded_video_sec(self) -> float:
+        return self.frames_decoded / self.target_fps
+
+    @property
+    def decoded_audio_sec(self) -> float:
+        return self.audio_samples_decoded / self.target_sample_rate
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **dataclasses.asdict(self.info),
+            "target_fps": self.target_fps,
+            "target_sample_rate": self.target_sample_rate,
+            "frames_decoded": self.frames_decoded,
+            "decoded_video_sec": round(self.decoded_video_sec, 6),
+            "audio_samples_decoded": self.audio_samples_decoded,
+            "decoded_audio_sec": round(self.decoded_audio_sec, 6),
+            "padded_audio_sec": round(self.padded_audio_samples / self.target_sample_rate, 6),
+            "decode_wall_sec": round(self.decode_wall_sec, 3),
+        }
+
+
+def inspect_media(
+    source: str,
+    *,
+    time: TimeBase,
+    video: VideoFeatures,
+    storage_options: dict[str, Any] | None = None,
+) -> InspectReport:
+    """Decode the whole file with `iter_decode` (audio optional) and count what came out."""
+    started = _clock()
+    frames = samples = padded = 0
+    info: MediaInfo | None = None
+    for chunk in iter_decode(
+        source, time=time, video=video, storage_options=storage_options, require_audio=False
+    ):
+        frames += chunk.frames.shape[0]
+        samples += chunk.audio.shape[0]
+        padded += chunk.padded_samples
+        info = chunk.info
+    return InspectReport(
+        info=info if info is not None else probe(source, storage_options),
+        target_fps=time.fps,
+        target_sample_rate=time.sample_rate,
+        frames_decoded=frames,
+        audio_samples_decoded=samples,
+        padded_audio_samples=padded,
+        decode_wall_sec=_clock() - started,
     )
