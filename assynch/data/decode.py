@@ -31,6 +31,7 @@ import av
 import av.error
 import fsspec
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from assynch.config import TimeBase, VideoFeatures
 
@@ -275,12 +276,15 @@ class _FrameConverter:
     def __init__(self, video: VideoFeatures) -> None:
         self.short_side = video.short_side
         self.crop = video.crop
+        # One reformatter for the whole run: swscale keeps its context (a fresh one per frame
+        # costs several times the conversion itself).
+        self.reformatter = VideoReformatter()
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         width, height = resized_size(frame.width, frame.height, self.short_side)
-        rgb = frame.to_ndarray(
-            width=width, height=height, format="rgb24", interpolation=RESIZE_INTERPOLATION
-        )
+        rgb = self.reformatter.reformat(
+            frame, width=width, height=height, format="rgb24", interpolation=RESIZE_INTERPOLATION
+        ).to_ndarray()
         top, left = (height - self.crop) // 2, (width - self.crop) // 2
         return rgb[top : top + self.crop, left : left + self.crop]
 
