@@ -149,6 +149,9 @@ class PreprocessConfig(_Section):
     samples_per_video: int = Field(4, gt=0)
     seed: int = 0
     splits: SplitFractions = SplitFractions()
+    split_field: str = Field(
+        "split", description="metadata field with a video's split (e.g. split_av); else by uid"
+    )
     audio_margin_sec: float = Field(2.0, ge=0, description="extra audio kept on both sides")
     frame_format: Literal["raw", "jpeg"] = "raw"
     jpeg_quality: int = Field(90, ge=1, le=100)
@@ -166,6 +169,9 @@ class EncoderConfig(_Section):
     mlp_ratio: float = Field(4.0, gt=0)
     patch_size: int = Field(16, gt=0, description="spatial patch (visual) or square mel patch")
     tubelet_frames: int = Field(2, gt=0, description="visual only: frames per tubelet")
+    patch_stride: int | None = Field(
+        None, gt=0, description="audio only: mel patch stride (AST: 10); default: patch_size"
+    )
     out_tokens: int = Field(8, gt=0, description="tokens per segment after reduction")
 
 
@@ -185,7 +191,7 @@ class LossWeights(_Section):
 class ModelConfig(_Section):
     preset: Literal["tiny", "full", "custom"] = "tiny"
     kind: Literal["snapshot", "apa", "streamsync", "as_synchformer"] = "as_synchformer"
-    audio_encoder: EncoderConfig = EncoderConfig(out_tokens=6)
+    audio_encoder: EncoderConfig = EncoderConfig(out_tokens=6, patch_stride=10)
     visual_encoder: EncoderConfig = EncoderConfig(out_tokens=8)
     sync: HeadConfig = HeadConfig()
     streaming: HeadConfig = HeadConfig()
@@ -194,6 +200,9 @@ class ModelConfig(_Section):
         16, gt=0, description="bounded token history the streaming module attends to"
     )
     contrastive_dim: int = Field(256, gt=0)
+    contrastive_temperature: float = Field(
+        0.07, gt=0, le=1, description="initial InfoNCE temperature (learned during training)"
+    )
     dropout: float = Field(0.0, ge=0, lt=1)
     encoder_regime: Literal["frozen", "partial", "full"] = "full"
     trainable_encoder_blocks: int = Field(
