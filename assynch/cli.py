@@ -255,3 +255,54 @@ def _synth(
         f"{len(paths)} clips in {out} ({width}x{height}, {fps:g} fps, {duration:g} s each): "
         f"{audio_visual} audio-visual events, {distractor_count} distractors, {elapsed:.1f} s"
     )
+
+
+# --- preprocess: videos -> Parquet shards (pipelines/preprocess.py on Ray Data) ---------------
+@app.command("preprocess")
+@user_errors()
+def preprocess(
+    config: ConfigOption = None,
+    input_: Annotated[
+        str | None,
+        typer.Option("--input", help="ego4d.json, manifest.csv, folder, glob or s3:// prefix."),
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", help="Folder or s3:// prefix for the shards.")
+    ] = None,
+    set_: SetOption = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Delete the previous output and redo every video.")
+    ] = False,
+    retry_errors: Annotated[
+        bool, typer.Option("--retry-errors", help="Try again the videos that failed before.")
+    ] = False,
+    num_cpus: Annotated[
+        int | None, typer.Option("--num-cpus", help="CPUs of a new local Ray.")
+    ] = None,
+) -> None:
+    """Decode videos into Parquet shards of stream samples with offset labels (Ray Data)."""
+    import json
+    import subprocess
+    import sys
+
+    overrides = list(set_ or [])
+    if input_:
+        overrides.append(f"preprocess.input={json.dumps(input_)}")
+    if output:
+        overrides.append(f"preprocess.output={json.dumps(output)}")
+    config_from_options(config, overrides)  # a bad config fails here, before Ray starts
+    # The library never imports the Ray pipelines; run the same module `ray job submit` runs.
+    command = [sys.executable, "-m", "pipelines.preprocess"]
+    if config is not None:
+        command += ["--config", str(config)]
+    for override in overrides:
+        command += ["--set", override]
+    if overwrite:
+        command.append("--overwrite")
+    if retry_errors:
+        command.append("--retry-errors")
+    if num_cpus is not None:
+        command += ["--num-cpus", str(num_cpus)]
+    code = subprocess.call(command)
+    if code != 0:
+        raise typer.Exit(code=code)

@@ -1,0 +1,394 @@
+"""Preprocess one video: probe, plan its stream samples, decode it once (streaming), cut the
+samples, and write them as one Parquet part that appears only when complete.
+
+`process_video` does the work in the calling process and checks its deadline between decoded
+chunks. `VideoWorker` runs it in a child process (forkserver, so each child starts from a
+clean, preloaded interpreter in milliseconds) and kills the child at the hard deadline: a decode
+hung inside FFmpeg, or one that crashes the interpreter, costs that video, never the job.
+Failures come back as a `VideoResult` with the stage and the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import resource
+import select
+import subprocess
+import sys
+import tempfile
+import time as wall_time
+import uuid
+from typing import Any
+
+import torch
+
+from assynch.config import AssynchConfig
+from assynch.data.decode import DecodeError, MediaInfo, NoAudioError, iter_decode, probe
+from assynch.data.preprocess_plan import VideoResult, VideoTask, preprocess_config_hash
+from assynch.data.samples import CutSample, StreamSampleCutter
+from assynch.data.shards import SampleRow, ShardLayout, ShardWriter, shard_schema
+from assynch.data.windows import (
+    plan_stream_samples,
+    sample_audio_samples,
+    sample_frames,
+)
+from assynch.storage import filesystem, storage_options, temp_name
+
+log = logging.getLogger(__name__)
+
+RESULT_KEY = "assynch.video_result"
+DURATION_KEY = "assynch.duration_sec"
+# The child gets this long after its own deadline to report before it is killed.
+HARD_KILL_GRACE_SEC = 5.0
+
+
+class VideoTimeout(Exception):
+    """The video took longer than `preprocess.video_timeout_sec`."""
+
+
+def shard_layout(config: AssynchConfig) -> ShardLayout:
+    time, audio, pre = config.time, config.audio, config.preprocess
+    mel_frames = 1 + sample_audio_samples(time, pre.audio_margin_sec) // audio.hop_length
+    crop = config.video.crop
+    return ShardLayout(
+        frames_shape=(sample_frames(time), crop, crop, 3),
+        mel_shape=(audio.n_mels, mel_frames),
+        windows_per_sample=time.windows_per_sample,
+        frame_format=pre.frame_format,
+        jpeg_quality=pre.jpeg_quality,
+    )
+
+
+def layout_description(config: AssynchConfig) -> dict[str, Any]:
+    layout = shard_layout(config)
+    return {
+        "frames_shape": list(layout.frames_shape),
+        "frames_dtype": "uint8",
+        "frame_format": layout.frame_format,
+        "mel_shape": list(layout.mel_shape),
+        "mel_dtype": "float16",
+        "mel_hop_sec": config.audio.hop_length / config.time.sample_rate,
+        "fps": config.time.fps,
+        "sample_rate": config.time.sample_rate,
+        "windows_per_sample": config.time.windows_per_sample,
+        "audio_margin_sec": config.preprocess.audio_margin_sec,
+    }
+
+
+def usable_duration_sec(info: MediaInfo) -> float | None:
+    """Seconds from the first video frame to the end of the shorter of video and audio."""
+    video_start = info.first_video_pts_sec or 0.0
+    video = info.video_duration_sec or info.container_duration_sec
+    if video is None:
+        return None
+    if info.video_duration_sec is None and info.first_video_pts_sec:
+        video -= info.first_video_pts_sec
+    ends = [video]
+    if info.audio_duration_sec is not None:
+        audio_start = info.first_audio_pts_sec or 0.0
+        ends.append(audio_start + info.audio_duration_sec - video_start)
+    return max(0.0, min(ends))
+
+
+def _row(sample: CutSample, task: VideoTask, config: AssynchConfig, config_hash: str) -> SampleRow:
+    plan = sample.plan
+    return SampleRow(
+        video_uid=task.video_uid,
+        sample_id=plan.sample_id,
+        split=task.split,
+        offset_sec=plan.offset_sec,
+        offset_class=plan.offset_class,
+        start_sec=plan.start_sec,
+        window_starts_sec=sample.window_starts_sec,
+        audio_start_sec=sample.audio_start_sec,
+        audio_margin_sec=config.preprocess.audio_margin_sec,
+        frames=sample.frames,
+        mel=sample.mel,
+        config_hash=config_hash,
+    )
+
+
+def process_video(
+    task: VideoTask,
+    config: AssynchConfig,
+    *,
+    deadline: float | None = None,
+    part_temp_path: str | None = None,
+    decoder_threads: int = 0,
+) -> VideoResult:
+    """Turn one video into its part file, or into a failure result. Never raises for bad
+    media; `deadline` is a `time.monotonic()` value checked between decoded chunks."""
+    started = wall_time.monotonic()
+    pre, time = config.preprocess, config.time
+    options = storage_options(task.url, config.storage)
+    stage = "probe"
+
+    def failure(stage: str, reason: str) -> VideoResult:
+        return VideoResult.failure(task, stage, reason,
+                                   wall_sec=round(wall_time.monotonic() - started, 3))
+
+    try:
+        info = probe(task.url, options)
+        if not info.has_audio:
+            return failure("probe", "no audio stream; sync detection needs sound")
+        duration = usable_duration_sec(info)
+        if duration is None:
+            return failure("probe", "the container states no duration; re-mux the file")
+        stage = "plan"
+        plans = plan_stream_samples(
+            task.video_uid, duration, time=time, samples=pre.samples_per_video, seed=pre.seed,
+            audio_margin_sec=pre.audio_margin_sec,
+        )
+        needed = sample_frames(time) / time.fps + 2 * pre.audio_margin_sec
+        if not plans:
+            return failure(
+                "plan",
+                f"too short: {duration:.2f} s of video with audio, one stream sample needs "
+                f"{needed:.2f} s ({time.windows_per_sample} windows + "
+                f"{pre.audio_margin_sec} s audio margin on each side)",
+            )
+        stage = "decode"
+        cutter = StreamSampleCutter(
+            plans, time=time, audio=config.audio, audio_margin_sec=pre.audio_margin_sec
+        )
+        fs, part_path = filesystem(task.part_path, config.storage)
+        layout = shard_layout(config)
+        config_hash = preprocess_config_hash(config)
+        schema = shard_schema(layout, {"assynch.config_hash": config_hash,
+                                       DURATION_KEY: f"{duration:.6f}"})
+        offset_classes: list[int] = []
+        with ShardWriter(fs, part_path, schema, layout, pre.rows_per_row_group,
+                         temp_path=part_temp_path) as writer:
+            for span_start, span_end in cutter.decode_spans_sec():
+                for chunk in iter_decode(
+                    task.url, time=time, video=config.video, start_sec=span_start,
+                    end_sec=span_end, storage_options=options, decoder_threads=decoder_threads,
+                ):
+                    if deadline is not None and wall_time.monotonic() > deadline:
+                        raise VideoTimeout()
+                    for sample in cutter.push(chunk):
+                        writer.write_row(_row(sample, task, config, config_hash))
+                        offset_classes.append(sample.plan.offset_class)
+                    if cutter.done:
+                        break
+            for sample in cutter.finish():
+                writer.write_row(_row(sample, task, config, config_hash))
+                offset_classes.append(sample.plan.offset_class)
+            if not offset_classes:
+                raise DecodeError(
+                    task.url,
+                    f"too short: the decoded media ends before any of the {len(plans)} "
+                    f"planned samples does (header says {duration:.2f} s; file cut off?)",
+                )
+            result = VideoResult(
+                task.video_uid, task.url, task.split, True, samples=len(offset_classes),
+                offset_classes=offset_classes, duration_sec=round(duration, 3),
+                part_path=task.part_path,
+                wall_sec=round(wall_time.monotonic() - started, 3),
+                peak_rss_mb=_peak_rss_mb(),
+            )
+            writer.add_metadata({RESULT_KEY: result.to_json()})
+        return result
+    except VideoTimeout:
+        return failure(
+            "timeout", f"took longer than preprocess.video_timeout_sec "
+            f"({pre.video_timeout_sec:g} s); raise it for very long videos"
+        )
+    except NoAudioError as exc:
+        return failure(stage, exc.reason)
+    except DecodeError as exc:
+        return failure(stage, exc.reason)
+    except OSError as exc:
+        return failure(stage, f"{type(exc).__name__}: {exc}")
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
+#
+
+
+# ---------------------------------------------------------------------------------------------
+# Isolation: a child process that decodes, killed at the hard deadline
+
+# Protocol: the parent writes the config as one JSON line on the child's stdin, then one JSON
+# line per task; the child answers each task with one JSON line on a dedicated pipe (so nothing
+# a library prints to stdout can corrupt it). stdin closing ends the child.
+
+
+def serve(result_fd: int) -> None:
+    """The child's loop: read the config, then process tasks until stdin closes."""
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s[video worker]: %(message)s",
+    )
+    results = os.fdopen(result_fd, "w", encoding="utf-8")
+    header = json.loads(sys.stdin.readline())
+    config = AssynchConfig.model_validate(header["config"])
+    threads = int(header["threads"])
+    torch.set_num_threads(threads)
+    for line in sys.stdin:
+        request = json.loads(line)
+        task = VideoTask.from_json(request["task"])
+        try:
+            result = process_video(
+                task, config, deadline=wall_time.monotonic() + float(request["timeout"]),
+                part_temp_path=request["temp_path"] or None, decoder_threads=threads,
+            )
+        except Exception as exc:  # a bug or an unexpected library error: report, don't hang
+            log.exception("video %s failed unexpectedly", task.video_uid)
+            result = VideoResult.failure(task, "internal", f"{type(exc).__name__}: {exc}")
+        results.write(result.to_json() + "\n")
+        results.flush()
+
+
+class VideoWorker:
+    """Process videos one at a time in a long-lived child process with a hard time limit.
+
+    A child that passes its deadline or dies is killed and replaced for the next video, so a
+    decode hung inside FFmpeg or a crash costs one video, never the job. With
+    `isolate=False` videos run in this process (deadline checked between chunks only).
+    """
+
+    def __init__(self, config: AssynchConfig, *, threads: int = 1, isolate: bool = True) -> None:
+        self.config = config
+        self.threads = max(1, threads)
+        self.isolate = isolate
+        self._child: subprocess.Popen[bytes] | None = None
+        self._results_fd: int | None = None
+        self._buffer = b""
+
+    def __call__(self, task: VideoTask) -> VideoResult:
+        timeout = self.config.preprocess.video_timeout_sec
+        if not self.isolate:
+            torch.set_num_threads(self.threads)
+            return process_video(task, self.config, deadline=wall_time.monotonic() + timeout,
+                                 decoder_threads=self.threads)
+        return self._run_isolated(task, timeout)
+
+    def _start_child(self) -> subprocess.Popen[bytes]:
+        read_fd, write_fd = os.pipe()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        child = subprocess.Popen(
+            [sys.executable, "-m", "assynch.data.preprocess_video", str(write_fd)],
+            stdin=subprocess.PIPE,
+            stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else None,
+            pass_fds=(write_fd,),
+            env=env,
+        )
+        os.close(write_fd)
+        header = {"config": config_for_workers(self.config), "threads": self.threads}
+        assert child.stdin is not None
+        child.stdin.write((json.dumps(header) + "\n").encode())
+        child.stdin.flush()
+        self._child, self._results_fd, self._buffer = child, read_fd, b""
+        return child
+
+    def _run_isolated(self, task: VideoTask, timeout: float) -> VideoResult:
+        started = wall_time.monotonic()
+        child = self._child if self._child is not None and self._child.poll() is None else None
+        if child is None:
+            self.close()
+            child = self._start_child()
+        fs, part_path = filesystem(task.part_path, self.config.storage)
+        local_temp = (
+            temp_name(part_path) if _is_local_path(task.part_path)
+            else os.path.join(tempfile.gettempdir(), f"assynch-part-{uuid.uuid4().hex}.parquet")
+        )
+        request = {"task": task.to_json(), "timeout": timeout, "temp_path": local_temp}
+        try:
+            assert child.stdin is not None
+            child.stdin.write((json.dumps(request) + "\n").encode())
+            child.stdin.flush()
+            line = self._read_line(timeout + HARD_KILL_GRACE_SEC)
+        except BrokenPipeError:
+            line = None
+        if line is not None:
+            result = VideoResult.from_json(line)
+        else:
+            timed_out = child.poll() is None
+            self.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(local_temp)
+            if timed_out:
+                result = VideoResult.failure(
+                    task, "timeout",
+                    f"no result after {timeout + HARD_KILL_GRACE_SEC:g} s "
+                    f"(preprocess.video_timeout_sec={timeout:g}); the decoder hung and was "
+                    "killed",
+                )
+            else:
+                result = VideoResult.failure(
+                    task, "crash",
+                    f"the decoding process died (exit code {child.returncode}); the file is "
+                    "probably corrupt",
+                )
+        result.wall_sec = round(wall_time.monotonic() - started, 3)
+        return result
+
+    def _read_line(self, timeout: float) -> str | None:
+        """One line from the child, or None when it does not answer in time or dies."""
+        assert self._results_fd is not None
+        deadline = wall_time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            remaining = deadline - wall_time.monotonic()
+            if remaining <= 0:
+                return None
+            readable, _, _ = select.select([self._results_fd], [], [], remaining)
+            if not readable:
+                return None
+            data = os.read(self._results_fd, 1 << 16)
+            if not data:
+                return None
+            self._buffer += data
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode()
+
+    def close(self) -> None:
+        """Stop the child process (it is restarted by the next video)."""
+        child, self._child = self._child, None
+        if child is not None:
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+            if child.stdin is not None:
+                with contextlib.suppress(OSError):
+                    child.stdin.close()
+        if self._results_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._results_fd)
+            self._results_fd = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def _has_fileno(stream: Any) -> bool:
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
+
+
+def _is_local_path(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+def config_for_workers(config: AssynchConfig) -> dict[str, Any]:
+    """The config for the child, with the storage secret in clear: sent over a pipe only, never
+    logged, written or put on a command line."""
+    dumped = config.model_dump(mode="json")
+    secret = config.storage.secret_access_key
+    if secret is not None:
+        dumped["storage"]["secret_access_key"] = secret.get_secret_value()
+    return dumped
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))

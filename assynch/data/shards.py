@@ -1,0 +1,442 @@
+"""The Parquet shard format: schema, atomic writer, and a reader that yields torch batches.
+
+One row per stream sample. Frames are pyarrow's canonical fixed-shape tensor
+(`arrow.fixed_shape_tensor`, uint8, (T, H, W, 3)) so shards open with plain pyarrow, pandas or
+Ray; with `frame_format: jpeg` they are a list of T JPEG images instead. The log-mel is a
+fixed-shape float16 tensor (n_mels, F). Schema metadata records the frame format, time base and
+mel normalisation; `_manifest.json` beside the splits records the rest.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from fsspec import AbstractFileSystem
+from PIL import Image
+
+from assynch.config import StorageConfig
+from assynch.storage import atomic_local_file, filesystem, is_temp_name, join
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+MANIFEST_NAME = "_manifest.json"
+SCALAR_COLUMNS = (
+    "video_uid", "sample_id", "split", "offset_sec", "offset_class", "start_sec",
+    "audio_start_sec", "audio_margin_sec", "config_hash",
+)
+FrameFormat = Literal["raw", "jpeg"]
+
+
+class ShardError(ValueError):
+    """Shards that are missing, incomplete, or not in the expected format."""
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    """The fixed shapes of one shard set (all rows of a config share them)."""
+
+    frames_shape: tuple[int, int, int, int]
+    mel_shape: tuple[int, int]
+    windows_per_sample: int
+    frame_format: FrameFormat = "raw"
+    jpeg_quality: int = 90
+
+
+@dataclass
+class SampleRow:
+    """One stream sample, ready to be written."""
+
+    video_uid: str
+    sample_id: str
+    split: str
+    offset_sec: float
+    offset_class: int
+    start_sec: float
+    window_starts_sec: Sequence[float]
+    audio_start_sec: float
+    audio_margin_sec: float
+    frames: np.ndarray
+    mel: np.ndarray
+    config_hash: str
+
+
+def shard_schema(layout: ShardLayout, metadata: dict[str, str] | None = None) -> pa.Schema:
+    if layout.frame_format == "jpeg":
+        frames_type: pa.DataType = pa.list_(pa.binary(), layout.frames_shape[0])
+    else:
+        frames_type = pa.fixed_shape_tensor(pa.uint8(), list(layout.frames_shape))
+    fields = [
+        pa.field("video_uid", pa.string(), nullable=False),
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("offset_sec", pa.float32(), nullable=False),
+        pa.field("offset_class", pa.int32(), nullable=False),
+        pa.field("start_sec", pa.float64(), nullable=False),
+        pa.field(
+            "window_starts_sec", pa.list_(pa.float64(), layout.windows_per_sample), nullable=False
+        ),
+        pa.field("audio_start_sec", pa.float64(), nullable=False),
+        pa.field("audio_margin_sec", pa.float32(), nullable=False),
+        pa.field("frames", frames_type, nullable=False),
+        pa.field("mel", pa.fixed_shape_tensor(pa.float16(), list(layout.mel_shape)),
+                 nullable=False),
+        pa.field("config_hash", pa.string(), nullable=False),
+    ]
+    full_metadata = {
+        "assynch.frame_format": layout.frame_format,
+        "assynch.frames_shape": json.dumps(list(layout.frames_shape)),
+        "assynch.mel_shape": json.dumps(list(layout.mel_shape)),
+        **(metadata or {}),
+    }
+    return pa.schema(fields, metadata=full_metadata)
+
+
+def rows_to_table(rows: Sequence[SampleRow], schema: pa.Schema, layout: ShardLayout) -> pa.Table:
+    """Build one Arrow table from sample rows, checking every array's shape and dtype."""
+    for row in rows:
+        _check_row(row, layout)
+    if layout.frame_format == "jpeg":
+        frames: pa.Array = pa.array(
+            [[encode_jpeg(frame, layout.jpeg_quality) for frame in row.frames] for row in rows],
+            schema.field("frames").type,
+        )
+    else:
+        frames = _tensor_array([row.frames for row in rows], layout.frames_shape, np.uint8)
+    mel = _tensor_array([row.mel for row in rows], layout.mel_shape, np.float16)
+    columns: dict[str, pa.Array] = {}
+    for name in schema.names:
+        if name == "frames":
+            columns[name] = frames
+        elif name == "mel":
+            columns[name] = mel
+        elif name == "window_starts_sec":
+            columns[name] = pa.array(
+                [[float(s) for s in row.window_starts_sec] for row in rows],
+                schema.field(name).type,
+            )
+        else:
+            columns[name] = pa.array([getattr(row, name) for row in rows],
+                                     schema.field(name).type)
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def _tensor_array(
+    arrays: Sequence[np.ndarray], shape: Sequence[int], dtype: type[np.generic]
+) -> pa.Array:
+    stacked = np.stack(arrays).astype(dtype, copy=False) if arrays else np.zeros(
+        (0, *shape), dtype
+    )
+    return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(stacked))
+
+
+def _check_row(row: SampleRow, layout: ShardLayout) -> None:
+    if tuple(row.frames.shape) != layout.frames_shape or row.frames.dtype != np.uint8:
+        raise ShardError(
+            f"sample {row.video_uid}/{row.sample_id}: frames are {row.frames.dtype} "
+            f"{tuple(row.frames.shape)}, the shard layout needs uint8 {layout.frames_shape}"
+        )
+    if tuple(row.mel.shape) != layout.mel_shape:
+        raise ShardError(
+            f"sample {row.video_uid}/{row.sample_id}: mel is {tuple(row.mel.shape)}, the shard "
+            f"layout needs {layout.mel_shape}"
+        )
+    if len(row.window_starts_sec) != layout.windows_per_sample:
+        raise ShardError(
+            f"sample {row.video_uid}/{row.sample_id}: {len(row.window_starts_sec)} window "
+            f"starts, the shard layout needs {layout.windows_per_sample}"
+        )
+
+
+def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+class ShardWriter:
+    """Write one Parquet file that appears at `path` only when `close()` succeeds.
+
+    Rows are written in row groups of `rows_per_row_group` as they arrive, so memory holds at
+    most one row group. Leaving the `with` block through an exception discards everything.
+    """
+
+    def __init__(
+        self,
+        fs: AbstractFileSystem,
+        path: str,
+        schema: pa.Schema,
+        layout: ShardLayout,
+        rows_per_row_group: int,
+        *,
+        temp_path: str | None = None,
+    ) -> None:
+        self.fs = fs
+        self.path = path
+        self.schema = schema
+        self.layout = layout
+        self.rows_per_row_group = rows_per_row_group
+        self.rows_written = 0
+        self._pending: list[SampleRow] = []
+        self._pending_tables: list[pa.Table] = []
+        self._pending_table_rows = 0
+        self._atomic = atomic_local_file(fs, path, temp_path)
+        self._local = self._atomic.__enter__()
+        self._writer = pq.ParquetWriter(
+            self._local,
+            schema,
+            compression="zstd",
+            use_dictionary=["video_uid", "split", "config_hash"],
+            write_statistics=list(SCALAR_COLUMNS),
+        )
+        self._closed = False
+
+    def write_row(self, row: SampleRow) -> None:
+        self._pending.append(row)
+        if len(self._pending) >= self.rows_per_row_group:
+            self._flush_rows()
+
+    def write_table(self, table: pa.Table) -> None:
+        """Append rows that are already an Arrow table of this schema (used by compaction)."""
+        self._pending_tables.append(table)
+        self._pending_table_rows += table.num_rows
+        while self._pending_table_rows >= self.rows_per_row_group:
+            combined = pa.concat_tables(self._pending_tables)
+            self._writer.write_table(combined.slice(0, self.rows_per_row_group))
+            self.rows_written += self.rows_per_row_group
+            rest = combined.slice(self.rows_per_row_group)
+            self._pending_tables = [rest] if rest.num_rows else []
+            self._pending_table_rows = rest.num_rows
+
+    def _flush_rows(self) -> None:
+        if self._pending:
+            table = rows_to_table(self._pending, self.schema, self.layout)
+            self._writer.write_table(table, row_group_size=self.rows_per_row_group)
+            self.rows_written += table.num_rows
+            self._pending = []
+
+    def add_metadata(self, metadata: dict[str, str]) -> None:
+        """Key-value metadata for the file footer (e.g. facts known only at the end)."""
+        self._writer.add_key_value_metadata(metadata)
+
+    def close(self) -> int:
+        """Finish the file and make it visible at `path`; returns the number of rows."""
+        if self._closed:
+            return self.rows_written
+        self._flush_rows()
+        if self._pending_tables:
+            combined = pa.concat_tables(self._pending_tables)
+            self._writer.write_table(combined)
+            self.rows_written += combined.num_rows
+            self._pending_tables = []
+        self._writer.close()
+        self._closed = True
+        self._atomic.__exit__(None, None, None)
+        return self.rows_written
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._writer.close()
+        finally:
+            error = exc or RuntimeError("shard write aborted")
+            try:
+                self._atomic.__exit__(type(error), error, error.__traceback__)
+            except type(error):
+                pass
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.close()
+        else:
+            self.abort(exc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_manifest(url: str, storage: StorageConfig | None = None) -> dict[str, Any]:
+    """The `_manifest.json` of a finished shard set; ShardError when it is missing."""
+    fs, path = filesystem(url, storage or StorageConfig())
+    manifest_path = join(path, MANIFEST_NAME)
+    if not fs.exists(manifest_path):
+        raise ShardError(
+            f"{url} has no {MANIFEST_NAME}: preprocessing has not finished there. Run "
+            "`assynch preprocess` with this output (it resumes) or point at finished shards."
+        )
+    with fs.open(manifest_path, "rb") as handle:
+        manifest: dict[str, Any] = json.loads(handle.read())
+    return manifest
+
+
+def list_shards(url: str, split: str, storage: StorageConfig | None = None) -> list[str]:
+    """The shard files of one split, in order (paths on the filesystem of `url`)."""
+    if split not in SPLITS:
+        raise ShardError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    fs, path = filesystem(url, storage or StorageConfig())
+    folder = join(path, split)
+    if not fs.isdir(folder):
+        return []
+    return sorted(
+        p for p in fs.ls(folder, detail=False)
+        if p.endswith(".parquet") and not is_temp_name(p)
+    )
+
+
+def table_to_batch(
+    table: pa.Table, mel_dtype: torch.dtype = torch.float32
+) -> dict[str, Any]:
+    """Arrow rows -> a dict of torch tensors (strings stay lists)."""
+    batch: dict[str, Any] = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if name == "frames":
+            batch[name] = torch.from_numpy(_frames_to_numpy(column))
+        elif name == "mel":
+            mel = column.combine_chunks().to_numpy_ndarray()
+            batch[name] = torch.from_numpy(np.ascontiguousarray(mel)).to(mel_dtype)
+        elif name == "window_starts_sec":
+            starts = np.asarray(column.to_pylist(), dtype=np.float64)
+            batch[name] = torch.from_numpy(starts)
+        elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            batch[name] = column.to_pylist()
+        elif name == "offset_class":
+            batch[name] = torch.from_numpy(column.to_numpy().astype(np.int64))
+        else:
+            batch[name] = torch.from_numpy(np.ascontiguousarray(column.to_numpy()))
+    return batch
+
+
+def _frames_to_numpy(column: pa.ChunkedArray) -> np.ndarray:
+    combined = column.combine_chunks()
+    if isinstance(combined, pa.FixedShapeTensorArray):
+        return np.ascontiguousarray(combined.to_numpy_ndarray())
+    return np.stack([
+        np.stack([decode_jpeg(image) for image in sample]) for sample in combined.to_pylist()
+    ])
+
+
+class ShardDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
+    """Batches of stream samples from one split of a finished shard set, without Ray.
+
+    Files are divided between DDP ranks (`rank`/`world_size`) and DataLoader workers; with
+    `shuffle`, file order and rows within each row group are shuffled by `seed` and the epoch
+    (`set_epoch`). Only one row group per file is held in memory at a time.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        split: str,
+        *,
+        batch_size: int = 4,
+        storage: StorageConfig | None = None,
+        columns: Sequence[str] | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        mel_dtype: torch.dtype = torch.float32,
+        rank: int = 0,
+        world_size: int = 1,
+        require_manifest: bool = True,
+    ) -> None:
+        super().__init__()
+        if batch_size <= 0:
+            raise ShardError(f"batch_size must be positive, got {batch_size}")
+        self.url = url
+        self.split = split
+        self.batch_size = batch_size
+        self.storage = storage or StorageConfig()
+        self.columns = list(columns) if columns is not None else None
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.mel_dtype = mel_dtype
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.manifest = read_manifest(url, self.storage) if require_manifest else {}
+        self.files = list_shards(url, split, self.storage)
+        if not self.files:
+            raise ShardError(f"{url} has no shards for split {split!r}")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def num_rows(self) -> int:
+        counts = self.manifest.get("splits", {}).get(self.split, {})
+        if "samples" in counts:
+            return int(counts["samples"])
+        fs, _ = filesystem(self.url, self.storage)
+        return sum(pq.ParquetFile(fs.open(p, "rb")).metadata.num_rows for p in self.files)
+
+    def _my_files(self) -> list[str]:
+        files = list(self.files)
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        if self.shuffle:
+            rng.shuffle(files)
+        info = torch.utils.data.get_worker_info()
+        workers = info.num_workers if info else 1
+        worker = info.id if info else 0
+        parts = self.world_size * workers
+        index = self.rank * workers + worker
+        return files[index::parts]
+
+    def iter_tables(self) -> Iterator[pa.Table]:
+        """Row groups of this rank's/worker's files (shuffled within each when asked)."""
+        fs, _ = filesystem(self.url, self.storage)
+        rng = np.random.default_rng(self.seed * 1_000_003 + self.epoch + 7 * self.rank)
+        for file_path in self._my_files():
+            with fs.open(file_path, "rb") as handle:
+                parquet = pq.ParquetFile(handle)
+                for group in range(parquet.num_row_groups):
+                    table = parquet.read_row_group(group, columns=self.columns)
+                    if self.shuffle and table.num_rows > 1:
+                        table = table.take(pa.array(rng.permutation(table.num_rows)))
+                    yield table
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        buffered: list[pa.Table] = []
+        count = 0
+        for table in self.iter_tables():
+            buffered.append(table)
+            count += table.num_rows
+            while count >= self.batch_size:
+                combined = pa.concat_tables(buffered)
+                yield table_to_batch(combined.slice(0, self.batch_size), self.mel_dtype)
+                rest = combined.slice(self.batch_size)
+                buffered = [rest] if rest.num_rows else []
+                count = rest.num_rows
+        if count and not self.drop_last:
+            yield table_to_batch(pa.concat_tables(buffered), self.mel_dtype)
