@@ -29,6 +29,7 @@ class ClipSpec:
     fps: Fraction = Fraction(30)
     width: int = 160
     height: int = 120
+    pix_fmt: str = "yuv420p"  # libx264 needs yuv444p for odd sizes
     video_codec: str = "libx264"
     audio_codec: str | None = "aac"
     sample_rate: int = 48000
@@ -105,7 +106,7 @@ def write_clip(path: Path | str, spec: ClipSpec | None = None) -> Path:
     ) as container:
         video = container.add_stream(spec.video_codec, rate=spec.fps, options=spec.encoder_options)
         video.width, video.height = spec.width, spec.height
-        video.pix_fmt = "yuv420p"
+        video.pix_fmt = spec.pix_fmt
         vfr = spec.frame_times is not None
         video.codec_context.time_base = Fraction(1, 1000) if vfr else 1 / Fraction(spec.fps)
         audio_stream = None

@@ -47,6 +47,8 @@ MAX_BAD_PACKETS = 32
 SEEK_PREROLL_SEC = 3.0
 # Seek only when it saves at least this much decoding.
 SEEK_MIN_SEC = 10.0
+# With end_sec set and the video done, stop once video packets run this far past end_sec.
+STOP_AFTER_END_SEC = 10.0
 RESIZE_INTERPOLATION = "BILINEAR"
 
 _CONTAINER_MAGIC: tuple[tuple[int, bytes, str], ...] = (
@@ -601,6 +603,8 @@ def iter_decode(
             if picker.done and audio_done():
                 break
             if packet.stream.type == "video" and picker.done:
+                if origin is not None and _past(packet, origin, end_sec, STOP_AFTER_END_SEC):
+                    break  # the audio ended before end_sec: do not read the rest of the file
                 continue
             if packet.stream.type == "audio" and assembler.done:
                 continue
@@ -608,8 +612,8 @@ def iter_decode(
                 decoded = packet.decode()
             except av.error.FFmpegError as exc:
                 bad_packets += 1
-                log.warning("%s: skipping an undecodable %s packet: %s", source, packet.stream.type,
-                            exc)
+                log.debug("%s: skipping an undecodable %s packet: %s", source, packet.stream.type,
+                          exc)
                 if bad_packets > MAX_BAD_PACKETS:
                     raise CorruptFileError(
                         source,
@@ -660,6 +664,8 @@ def iter_decode(
                 "before its streams); using the decoded part",
                 source, video_end, info.video_duration_sec,
             )
+        if bad_packets:
+            log.warning("%s: skipped %d undecodable packets", source, bad_packets)
         if assembler.padded:
             log.info(
                 "%s: %.3f s of audio filled with zeros (audio starts late or has gaps)",
@@ -667,6 +673,12 @@ def iter_decode(
             )
         while buffer.frames or buffer.audio_count:
             yield buffer.take(video.crop, assembler.padded, info)
+
+
+def _past(packet: av.Packet, origin: float, end_sec: float | None, slack_sec: float) -> bool:
+    if end_sec is None or packet.pts is None:
+        return False
+    return float(packet.pts * packet.time_base) - origin > end_sec + slack_sec
 
 
 def _minus(value: float | None, origin: float) -> float | None:
@@ -685,9 +697,9 @@ def decode_all(
 ) -> DecodedMedia:
     """Decode a short clip into memory; frames and audio are trimmed to their common duration.
 
-    The common duration is min(frames / fps, samples / sample_rate); frames keep the frames whose
-    time is inside it and audio is cut to the same time (both rounded down). Without audio
-    (require_audio=False and no audio stream) the frames are not trimmed.
+    Trimming: with D = min(frames / fps, samples / sample_rate), keep n = floor(D * fps) frames
+    and round(n / fps * sample_rate) audio samples, so both cover exactly n / fps seconds.
+    Without audio (require_audio=False and no audio stream) the frames are not trimmed.
     """
     frames: list[np.ndarray] = []
     audio: list[np.ndarray] = []
@@ -716,8 +728,9 @@ def decode_all(
     all_audio = np.concatenate(audio) if audio else np.zeros(0, np.float32)
     if info.has_audio:
         common_sec = min(all_frames.shape[0] / time.fps, all_audio.shape[0] / time.sample_rate)
-        all_frames = all_frames[: int(math.floor(common_sec * time.fps + 1e-6))]
-        all_audio = all_audio[: int(math.floor(common_sec * time.sample_rate + 1e-6))]
+        frame_count = int(math.floor(common_sec * time.fps + 1e-6))
+        all_frames = all_frames[:frame_count]
+        all_audio = all_audio[: int(round(frame_count / time.fps * time.sample_rate))]
     return DecodedMedia(
         frames=all_frames,
         audio=all_audio,
