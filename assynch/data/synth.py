@@ -114,8 +114,9 @@ def generate_clip(
     plan = plan_clip(duration_sec, seed, spec)
     rngs = clip_rngs(seed)
     num_samples = int(round(plan.num_frames / spec.fps * spec.sample_rate))
-    audio = render_audio(plan.sounds, num_samples, spec.sample_rate, rngs["audio"],
-                         spec.ambient_noise)
+    audio = render_audio(
+        plan.sounds, num_samples, spec.sample_rate, rngs["audio"], spec.ambient_noise
+    )
     events = ClipEvents(
         video_file=path.name,
         seed=seed,
@@ -168,7 +169,9 @@ def _write_mp4(
                 block = audio[None, written : written + AUDIO_FRAME_SAMPLES]
                 chunk = av.AudioFrame.from_ndarray(block, format="fltp", layout="mono")
                 chunk.sample_rate, chunk.pts, chunk.time_base = (
-                    spec.sample_rate, written, sound_time_base
+                    spec.sample_rate,
+                    written,
+                    sound_time_base,
                 )
                 container.mux(sound.encode(chunk))
                 written += block.shape[1]
@@ -196,8 +199,9 @@ def _remove_stale_temporaries(folder: Path) -> None:
 
 def _generate_one(job: tuple[Path, float, int, SynthSpec, int, int]) -> Path:
     path, duration_sec, seed, spec, set_seed, index = job
-    generate_clip(path, duration_sec=duration_sec, seed=seed, spec=spec, set_seed=set_seed,
-                  clip_index=index)
+    generate_clip(
+        path, duration_sec=duration_sec, seed=seed, spec=spec, set_seed=set_seed, clip_index=index
+    )
     return path
 
 

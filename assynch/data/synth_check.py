@@ -45,7 +45,10 @@ def luminance_rise(frames: np.ndarray, box: tuple[int, int, int, int]) -> np.nda
 
 
 def find_visual_onset(
-    frames: np.ndarray, fps: float, box: tuple[int, int, int, int], near_sec: float,
+    frames: np.ndarray,
+    fps: float,
+    box: tuple[int, int, int, int],
+    near_sec: float,
     search_sec: float,
 ) -> tuple[float, float]:
     """(time, rise) of the largest luminance rise inside `box` within `search_sec` of

@@ -25,9 +25,9 @@ def smooth_curve(
     return curve / weights.sum()
 
 
-def fractal_noise_2d(rng: np.random.Generator, height: int, width: int, exponent: float) -> (
-    np.ndarray
-):
+def fractal_noise_2d(
+    rng: np.random.Generator, height: int, width: int, exponent: float
+) -> np.ndarray:
     """Zero-mean, unit-std 2-D noise whose amplitude spectrum falls as 1/f**exponent."""
     white = rng.standard_normal((height, width))
     spectrum = np.fft.rfft2(white)

@@ -3,8 +3,8 @@
 Audio-visual events are a renewal process: the gap between two onsets is `min_event_gap_sec` plus
 an exponential draw, so the mean gap is `event_interval_sec`. Every onset sits on a frame time, so
 the picture change and the sound start at the same instant. Distractors are a second process;
-one that would overlap an audio-visual event (or another distractor) is dropped, so each listed
-onset stays unambiguous.
+one that would overlap an audio-visual event (or another distractor) moves to the next free
+gap, so each listed onset stays unambiguous.
 """
 
 from __future__ import annotations
@@ -126,8 +126,9 @@ def _place_audio_visual(rng: np.random.Generator, spec: SynthSpec, num_frames: i
         )
         if onset + draft.tail_frames > num_frames - edge:
             return placed
-        placed.append((onset - draft.lead_frames, onset, onset + draft.tail_frames,
-                       draft.build(onset)))
+        placed.append(
+            (onset - draft.lead_frames, onset, onset + draft.tail_frames, draft.build(onset))
+        )
         busy_until = onset + draft.tail_frames
         wanted = onset / fps + spec.min_event_gap_sec + rng.exponential(extra_mean)
 
@@ -144,17 +145,28 @@ def _place_distractors(
     while t * fps < num_frames:
         kind = "silent_motion" if rng.random() < 0.5 else "offscreen_sound"
         draft = _DRAFTERS[kind](rng, spec)
-        onset = math.ceil(t * fps - 1e-9)
-        start, end = onset - draft.lead_frames, onset + draft.tail_frames
+        wanted = max(math.ceil(t * fps - 1e-9) - draft.lead_frames, edge)
         t += rng.exponential(spec.distractor_interval_sec)
-        if start < edge or end > num_frames - edge:
-            continue
-        if any(start < other_end + gap_frames and other_start < end + gap_frames
-               for other_start, other_end in spans):
+        start = _first_free_start(wanted, draft.lead_frames + draft.tail_frames, spans, gap_frames)
+        onset = start + draft.lead_frames
+        end = onset + draft.tail_frames
+        if end > num_frames - edge:
             continue
         spans.append((start, end))
         placed.append((start, onset, end, draft.build(onset)))
     return placed
+
+
+def _first_free_start(wanted: int, length: int, spans: list[tuple[int, int]], gap: int) -> int:
+    """The earliest start >= wanted where [start, start + length) keeps `gap` frames from
+    every span."""
+    start = wanted
+    for span_start, span_end in sorted(spans):
+        if start + length + gap <= span_start:
+            break
+        if start < span_end + gap:
+            start = span_end + gap
+    return start
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,8 +224,12 @@ def _draft_impact(rng: np.random.Generator, spec: SynthSpec) -> _Draft:
     rest = FLASH_FRAMES + _frames(rng.uniform(0.4, 0.9), fps)
     fade = _frames(FADE_SEC, fps)
     color = _dark_color(rng)
-    sound = {"thump_hz": rng.uniform(60, 180), "thump_decay": rng.uniform(0.04, 0.12),
-             "noise_decay": rng.uniform(0.008, 0.03), "brightness": rng.uniform(0.2, 0.8)}
+    sound = {
+        "thump_hz": rng.uniform(60, 180),
+        "thump_decay": rng.uniform(0.04, 0.12),
+        "noise_decay": rng.uniform(0.008, 0.03),
+        "brightness": rng.uniform(0.2, 0.8),
+    }
     amplitude = rng.uniform(0.35, 0.6)
 
     def build(onset: int) -> Built:
@@ -228,9 +244,16 @@ def _draft_impact(rng: np.random.Generator, spec: SynthSpec) -> _Draft:
         track = SpriteTrack(frames, cx, cy, alpha, flash, size, size, shape, color)
         time = onset / fps
         event = SynthEvent(
-            kind="impact", audio_visual=True, time_sec=time, frame=onset,
-            duration_sec=(rest + fade) / fps, onsets_sec=(time,),
-            box=_box(rest_x, rest_y, size, size, spec), sound="knock", visual=shape, color=color,
+            kind="impact",
+            audio_visual=True,
+            time_sec=time,
+            frame=onset,
+            duration_sec=(rest + fade) / fps,
+            onsets_sec=(time,),
+            box=_box(rest_x, rest_y, size, size, spec),
+            sound="knock",
+            visual=shape,
+            color=color,
         )
         return event, [track], [SoundCue(time, "knock", amplitude, sound)]
 
@@ -255,13 +278,29 @@ def _draft_appear(rng: np.random.Generator, spec: SynthSpec) -> _Draft:
         flash = np.zeros(alpha.size, dtype=bool)
         flash[:FLASH_FRAMES] = True
         frames = np.arange(onset, onset + alpha.size)
-        track = SpriteTrack(frames, np.full(alpha.size, cx), np.full(alpha.size, cy), alpha, flash,
-                            size, size, shape, color)
+        track = SpriteTrack(
+            frames,
+            np.full(alpha.size, cx),
+            np.full(alpha.size, cy),
+            alpha,
+            flash,
+            size,
+            size,
+            shape,
+            color,
+        )
         time = onset / fps
         event = SynthEvent(
-            kind="appear", audio_visual=True, time_sec=time, frame=onset,
-            duration_sec=alpha.size / fps, onsets_sec=(time,),
-            box=_box(cx, cy, size, size, spec), sound="tone", visual=shape, color=color,
+            kind="appear",
+            audio_visual=True,
+            time_sec=time,
+            frame=onset,
+            duration_sec=alpha.size / fps,
+            onsets_sec=(time,),
+            box=_box(cx, cy, size, size, spec),
+            sound="tone",
+            visual=shape,
+            color=color,
         )
         return event, [track], [SoundCue(time, "tone", amplitude, tone)]
 
@@ -292,19 +331,34 @@ def _draft_rhythm(rng: np.random.Generator, spec: SynthSpec) -> _Draft:
         height = lift * np.abs(np.sin(np.pi * phase))
         height[frames < onset - descent] = lift
         height[frames > onset + (taps - 1) * period] = 0.0
-        alpha = np.concatenate([np.linspace(0.0, 1.0, fade + 1)[1:], np.ones(descent),
-                                _fade_out((taps - 1) * period + hold, fade)])
+        alpha = np.concatenate(
+            [
+                np.linspace(0.0, 1.0, fade + 1)[1:],
+                np.ones(descent),
+                _fade_out((taps - 1) * period + hold, fade),
+            ]
+        )
         tap_frames = onset + period * np.arange(taps)
         flash = np.isin(frames, tap_frames) | np.isin(frames, tap_frames + 1)
-        track = SpriteTrack(frames, np.full(frames.size, cx), cy - height, alpha, flash,
-                            size, size, "box", color)
+        track = SpriteTrack(
+            frames, np.full(frames.size, cx), cy - height, alpha, flash, size, size, "box", color
+        )
         times = tuple(float(f) / fps for f in tap_frames)
-        cues = [SoundCue(t, "click", amplitude * scale, click)
-                for t, scale in zip(times, np.linspace(1.0, 0.8, taps), strict=True)]
+        cues = [
+            SoundCue(t, "click", amplitude * scale, click)
+            for t, scale in zip(times, np.linspace(1.0, 0.8, taps), strict=True)
+        ]
         event = SynthEvent(
-            kind="rhythm", audio_visual=True, time_sec=times[0], frame=onset,
-            duration_sec=tail / fps, onsets_sec=times, box=_box(cx, cy, size, size, spec),
-            sound="click", visual="box", color=color,
+            kind="rhythm",
+            audio_visual=True,
+            time_sec=times[0],
+            frame=onset,
+            duration_sec=tail / fps,
+            onsets_sec=times,
+            box=_box(cx, cy, size, size, spec),
+            sound="click",
+            visual="box",
+            color=color,
         )
         return event, [track], cues
 
@@ -329,11 +383,19 @@ def _draft_silent_motion(rng: np.random.Generator, spec: SynthSpec) -> _Draft:
         cx = x_from + (x_to - x_from) * tau
         cy = y_from + (y_to - y_from) * tau + bend * np.sin(np.pi * tau)
         frames = np.arange(onset, onset + length)
-        track = SpriteTrack(frames, cx, cy, np.ones(length), np.zeros(length, dtype=bool),
-                            size, size, shape, color)  # type: ignore[arg-type]
+        track = SpriteTrack(
+            frames, cx, cy, np.ones(length), np.zeros(length, dtype=bool), size, size, shape, color
+        )  # type: ignore[arg-type]
         event = SynthEvent(
-            kind="silent_motion", audio_visual=False, time_sec=onset / fps, frame=onset,
-            duration_sec=length / fps, onsets_sec=(), box=None, sound=None, visual=shape,
+            kind="silent_motion",
+            audio_visual=False,
+            time_sec=onset / fps,
+            frame=onset,
+            duration_sec=length / fps,
+            onsets_sec=(),
+            box=None,
+            sound=None,
+            visual=shape,
             color=color,  # type: ignore[arg-type]
         )
         return event, [track], []
@@ -345,8 +407,12 @@ def _draft_offscreen_sound(rng: np.random.Generator, spec: SynthSpec) -> _Draft:
     fps = spec.fps
     kind: SoundKind = ("knock", "tone", "click")[int(rng.integers(3))]  # type: ignore[assignment]
     if kind == "knock":
-        params = {"thump_hz": rng.uniform(60, 180), "thump_decay": rng.uniform(0.04, 0.12),
-                  "noise_decay": rng.uniform(0.008, 0.03), "brightness": rng.uniform(0.2, 0.8)}
+        params = {
+            "thump_hz": rng.uniform(60, 180),
+            "thump_decay": rng.uniform(0.04, 0.12),
+            "noise_decay": rng.uniform(0.008, 0.03),
+            "brightness": rng.uniform(0.2, 0.8),
+        }
         amplitude = rng.uniform(0.3, 0.55)
     elif kind == "tone":
         params = {"freq_hz": rng.uniform(300, 2000), "length_sec": rng.uniform(0.1, 0.35)}
@@ -359,8 +425,14 @@ def _draft_offscreen_sound(rng: np.random.Generator, spec: SynthSpec) -> _Draft:
     def build(onset: int) -> Built:
         time = onset / fps
         event = SynthEvent(
-            kind="offscreen_sound", audio_visual=False, time_sec=time, frame=onset,
-            duration_sec=length / fps, onsets_sec=(time,), box=None, sound=kind,
+            kind="offscreen_sound",
+            audio_visual=False,
+            time_sec=time,
+            frame=onset,
+            duration_sec=length / fps,
+            onsets_sec=(time,),
+            box=None,
+            sound=kind,
         )
         return event, [], [SoundCue(time, kind, amplitude, params)]
 

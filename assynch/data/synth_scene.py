@@ -116,9 +116,9 @@ def draw_sprite(frame: np.ndarray, track: SpriteTrack, index: int) -> None:
     frame[y0:y1, x0:x1] = (region + coverage * (color - region) + 0.5).astype(np.uint8)
 
 
-def render_frames(plan: ClipPlan, spec: SynthSpec, rng: np.random.Generator) -> Iterator[
-    np.ndarray
-]:
+def render_frames(
+    plan: ClipPlan, spec: SynthSpec, rng: np.random.Generator
+) -> Iterator[np.ndarray]:
     """Yield every frame of the clip as (height, width, 3) uint8 RGB."""
     texture = render_texture(rng, *texture_shape(spec))
     camera = camera_path(rng, spec, plan.num_frames, texture.shape[:2])

@@ -1,0 +1,128 @@
+"""Shared pytest fixtures. Each block belongs to one part of the project; keep them independent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# --- synthetic clips (assynch.data.synth) ------------------------------------------------------
+
+SYNTH_FIXTURE_COUNT = 3
+SYNTH_FIXTURE_DURATION_SEC = 12.0
+SYNTH_FIXTURE_SEED = 7
+
+
+@pytest.fixture(scope="session")
+def synth_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of 3 synthetic clips (`synth_0000.mp4` ... plus their `.json` sidecars), 12 s
+    each, 160x120 at 25 fps, 48 kHz mono AAC, default event rates. Read it with
+    `assynch.data.synth.list_clips(folder)`; do not modify it (other tests share it)."""
+    from assynch.data.synth import SynthSpec, generate_clips
+
+    folder = tmp_path_factory.mktemp("synth_clips")
+    generate_clips(
+        folder,
+        count=SYNTH_FIXTURE_COUNT,
+        duration_sec=SYNTH_FIXTURE_DURATION_SEC,
+        seed=SYNTH_FIXTURE_SEED,
+        spec=SynthSpec(width=160, height=120, fps=25.0),
+        workers=1,
+    )
+    return folder
+
+
+# --- local Ray and an S3-compatible server (preprocessing; usable by any part) ----------------
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[Any]:
+    """One local Ray for the whole session: 2 CPUs, a 200 MiB object store, no dashboard."""
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=2,
+        object_store_memory=200 * 1024**2,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
+    yield ray
+    ray.shutdown()
+
+
+class MotoS3:
+    """moto's S3 server on 127.0.0.1: `storage` reaches it; `bucket()` makes a fresh bucket."""
+
+    def __init__(self, endpoint_url: str) -> None:
+        from assynch.config import StorageConfig
+
+        self.endpoint_url = endpoint_url
+        self.storage = StorageConfig(
+            endpoint_url=endpoint_url,
+            region="us-east-1",
+            access_key_id="testing",
+            secret_access_key="testing-secret",
+        )
+        self._count = 0
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing-secret",
+        )
+
+    def bucket(self, prefix: str = "bucket") -> str:
+        self._count += 1
+        name = f"{prefix}-{self._count}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def upload_folder(self, folder: Path, bucket: str, prefix: str) -> None:
+        client = self.client()
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                key = f"{prefix}/{path.relative_to(folder).as_posix()}"
+                client.upload_file(str(path), bucket, key)
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[MotoS3]:
+    """`moto_server -H 127.0.0.1 -p PORT` as a subprocess for the session."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    executable = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    server = subprocess.Popen(
+        [executable, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError(f"moto_server did not start on {endpoint}") from None
+            time.sleep(0.2)
+    yield MotoS3(endpoint)
+    server.terminate()
+    server.wait(timeout=10)
