@@ -10,6 +10,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
+from conftest import MotoS3
 from media import (
     BEEP_AMPLITUDE,
     ClipSpec,
@@ -294,3 +295,18 @@ def test_inspect_bad_file_is_one_line_without_traceback(tmp_path: Path) -> None:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and str(text) in lines[0] and "not a video" in lines[0]
     assert "Traceback" not in result.output
+
+
+def test_s3_url_through_moto(moto_s3: MotoS3, clips: dict[str, Path]) -> None:
+    bucket = moto_s3.bucket("decode")
+    moto_s3.client().upload_file(str(clips["aac_5.1"]), bucket, "videos/clip.mp4")
+    options = moto_s3.storage.fsspec_options()
+    url = f"s3://{bucket}/videos/clip.mp4"
+    info = probe(url, storage_options=options)
+    assert info.source == url and info.audio_channels == 6
+    remote = decode_all(url, time=TIME, video=SMALL, storage_options=options)
+    local = decode_all(str(clips["aac_5.1"]), time=TIME, video=SMALL)
+    np.testing.assert_array_equal(remote.frames, local.frames)
+    np.testing.assert_array_equal(remote.audio, local.audio)
+    with pytest.raises(SourceNotFoundError, match=f"s3://{bucket}/videos/missing.mp4"):
+        probe(f"s3://{bucket}/videos/missing.mp4", storage_options=options)

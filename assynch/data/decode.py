@@ -47,6 +47,8 @@ MAX_BAD_PACKETS = 32
 SEEK_PREROLL_SEC = 3.0
 # Seek only when it saves at least this much decoding.
 SEEK_MIN_SEC = 10.0
+# Audio held while waiting for the first video frame (which fixes t = 0) is capped at this.
+MAX_AUDIO_BEFORE_VIDEO_SEC = 60.0
 # With end_sec set and the video done, stop once video packets run this far past end_sec.
 STOP_AFTER_END_SEC = 10.0
 RESIZE_INTERPOLATION = "BILINEAR"
@@ -595,6 +597,7 @@ def iter_decode(
         streams = [video_stream] + ([audio_stream] if audio_stream is not None else [])
         bad_packets = 0
         audio_frames_seen = 0
+        pending_sec = 0.0
 
         def audio_done() -> bool:
             return audio_stream is None or assembler.done
@@ -636,6 +639,14 @@ def iter_decode(
                     when = float(frame.pts * frame.time_base) if frame.pts is not None else None
                     if origin is None:
                         pending_audio.append((frame, when))
+                        pending_sec += frame.samples / max(frame.sample_rate, 1)
+                        if pending_sec > MAX_AUDIO_BEFORE_VIDEO_SEC:
+                            raise CorruptFileError(
+                                source,
+                                f"no video frame decodes within the first "
+                                f"{MAX_AUDIO_BEFORE_VIDEO_SEC:g} s of audio; the video stream "
+                                "is corrupt or missing, re-download or re-export the file",
+                            )
                     else:
                         assembler.push(frame, _minus(when, origin), audio_out)
             buffer.add_audio(audio_out)
