@@ -31,6 +31,7 @@ import av
 import av.error
 import fsspec
 import numpy as np
+from av.stream import Disposition
 from av.video.reformatter import VideoReformatter
 
 from assynch.config import TimeBase, VideoFeatures
@@ -201,7 +202,7 @@ def _open_container(
             container = stack.enter_context(av.open(target, "r", metadata_errors="ignore"))
         except av.error.FFmpegError as exc:
             raise _open_error(source, head, exc) from None
-        if not container.streams.video:
+        if _video_stream(container) is None:
             raise NotAVideoError(
                 source,
                 f"the {container.format.name} file has no video stream; pass a video file",
@@ -227,6 +228,19 @@ def _open_error(source: str, head: bytes, exc: Exception) -> DecodeError:
 # Probing
 
 
+def _video_stream(container: av.container.InputContainer) -> Any:
+    """The first real video stream (cover art / thumbnails are video streams too)."""
+    pictures = Disposition.attached_pic | Disposition.timed_thumbnails
+    for stream in container.streams.video:
+        if not stream.disposition & pictures:
+            return stream
+    return None
+
+
+def _audio_stream(container: av.container.InputContainer) -> Any:
+    return container.streams.audio[0] if container.streams.audio else None
+
+
 def _seconds(value: int | None, time_base: Any) -> float | None:
     if value is None or time_base is None:
         return None
@@ -234,8 +248,8 @@ def _seconds(value: int | None, time_base: Any) -> float | None:
 
 
 def _media_info(source: str, container: av.container.InputContainer) -> MediaInfo:
-    video = container.streams.video[0]
-    audio = container.streams.audio[0] if container.streams.audio else None
+    video = _video_stream(container)
+    audio = _audio_stream(container)
     rate = video.average_rate or video.guessed_rate or video.base_rate
     container_duration = (
         container.duration / av.time_base if container.duration is not None else None
@@ -519,7 +533,7 @@ class _ChunkBuffer:
 
 def _first_video_time(container: av.container.InputContainer, source: str) -> float:
     """Presentation time (s) of the first decodable video frame, by decoding from the start."""
-    stream = container.streams.video[0]
+    stream = _video_stream(container)
     for frame in _decode_stream_frames(container, stream, source):
         if frame.pts is not None:
             return float(frame.pts * frame.time_base)
@@ -573,8 +587,8 @@ def iter_decode(
 
     with _open_container(source, storage_options) as container:
         info = _media_info(source, container)
-        video_stream = container.streams.video[0]
-        audio_stream = container.streams.audio[0] if container.streams.audio else None
+        video_stream = _video_stream(container)
+        audio_stream = _audio_stream(container)
         if audio_stream is None and require_audio:
             raise NoAudioError(
                 source,
