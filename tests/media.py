@@ -42,6 +42,7 @@ class ClipSpec:
     beep_sec: float = 0.12
     beep_channels: tuple[int, ...] | None = None
     frame_times: tuple[float, ...] | None = None
+    audio_gap: tuple[float, float] | None = None  # (at_sec, length_sec): later audio pts move on
     container_format: str | None = None
     container_options: dict[str, str] = field(default_factory=dict)
     encoder_options: dict[str, str] = field(default_factory=lambda: {"preset": "ultrafast"})
@@ -148,6 +149,8 @@ def _audio_packets(stream: av.AudioStream, spec: ClipSpec) -> list:
         frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=spec.layout)
         frame.sample_rate = spec.sample_rate
         frame.pts = start + first
+        if spec.audio_gap is not None and first / spec.sample_rate >= spec.audio_gap[0]:
+            frame.pts += int(round(spec.audio_gap[1] * spec.sample_rate))
         frame.time_base = Fraction(1, spec.sample_rate)
         packets.extend(stream.encode(frame))
     packets.extend(stream.encode(None))

@@ -127,6 +127,21 @@ def test_late_audio_is_padded_with_zeros_and_early_audio_dropped(clips: dict[str
     assert early.padded_samples == 0
 
 
+def test_a_gap_in_the_audio_timestamps_becomes_zeros(tmp_path: Path) -> None:
+    """Audio packets after 1.0 s are stamped 0.5 s later: the beep written at 2.0 s plays at
+    2.5 s, and the hole is silence."""
+    path = write_clip(
+        tmp_path / "gap.mp4",
+        spec(duration_sec=3.0, flash_times=(), beep_times=(2.0,), audio_gap=(1.0, 0.5)),
+    )
+    decoded = decode_all(str(path), time=TIME, video=SMALL)
+    assert decoded.padded_samples == pytest.approx(0.5 * TIME.sample_rate, abs=160)
+    (beep,) = beep_onsets_sec(decoded.audio, TIME.sample_rate)
+    assert beep == pytest.approx(2.5, abs=0.005)
+    hole = decoded.audio[int(1.05 * TIME.sample_rate) : int(1.45 * TIME.sample_rate)]
+    assert not np.any(hole)
+
+
 def test_channels_are_averaged(tmp_path: Path) -> None:
     """A beep in one of six channels comes out at 1/6 of its amplitude (a mean, not a mix)."""
     path = write_clip(
@@ -310,3 +325,28 @@ def test_s3_url_through_moto(moto_s3: MotoS3, clips: dict[str, Path]) -> None:
     np.testing.assert_array_equal(remote.audio, local.audio)
     with pytest.raises(SourceNotFoundError, match=f"s3://{bucket}/videos/missing.mp4"):
         probe(f"s3://{bucket}/videos/missing.mp4", storage_options=options)
+
+
+def test_audio_overlaps_are_cut_and_gaps_filled_on_the_sample_grid() -> None:
+    """Frames of 0.1 s at 16 kHz; the third is stamped 0.05 s early, the fourth 0.1 s late."""
+    import av
+
+    from assynch.data.decode import _AudioAssembler
+
+    assembler = _AudioAssembler(16000, first_index=0, stop_index=None)
+    out: list[np.ndarray] = []
+    for value, when in [(1.0, 0.0), (2.0, 0.1), (3.0, 0.15), (4.0, 0.35)]:
+        frame = av.AudioFrame.from_ndarray(
+            np.full((1, 1600), value / 10, dtype=np.float32), format="fltp", layout="mono"
+        )
+        frame.sample_rate = 16000
+        assembler.push(frame, when, out)
+    assembler.finish(out)
+    audio = np.concatenate(out)
+    expected = np.concatenate(
+        [np.full(1600, 0.1), np.full(1600, 0.2), np.full(800, 0.3), np.zeros(1600),
+         np.full(1600, 0.4)]
+    )
+    assert audio.shape == expected.shape
+    np.testing.assert_allclose(audio, expected, atol=1e-6)
+    assert assembler.padded == 1600

@@ -394,8 +394,7 @@ class _AudioAssembler:
         self.input_rate = 0
         self.input_expected: float | None = None  # input time (s) where the next frame starts
         self.resampler: av.AudioResampler | None = None
-        self.padded = 0
-        self.inserted_zero_sec = 0.0
+        self.padded = 0  # zeros emitted: before a late audio start, and in timestamp gaps
 
     @property
     def done(self) -> bool:
@@ -411,7 +410,8 @@ class _AudioAssembler:
             drift = time_sec - self.input_expected
             if drift > AUDIO_GAP_TOLERANCE_SEC:
                 gap = int(round(drift * self.input_rate))
-                self.inserted_zero_sec += gap / self.input_rate
+                self.padded += int(round(gap * self.sample_rate / self.input_rate))
+                self.input_expected += gap / self.input_rate
                 self._resample(np.zeros(gap, dtype=np.float32), out)
             elif drift < -AUDIO_GAP_TOLERANCE_SEC:
                 mono = mono[int(round(-drift * self.input_rate)) :]
