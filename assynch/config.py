@@ -353,7 +353,9 @@ def build_config(data: dict[str, Any], source: str = "dict") -> AssynchConfig:
         raise ConfigError(_describe_validation_error(exc, source)) from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> AssynchConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> AssynchConfig:
     """Read a YAML config (following `extends:`), apply `a.b=c` overrides, and validate."""
     data = _read_yaml_tree(Path(path)) if path is not None else {}
     data = apply_overrides(data, list(overrides or []))

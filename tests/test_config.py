@@ -41,7 +41,8 @@ def test_tiny_preset_keeps_the_time_base() -> None:
 
 def test_extends_merges_sections_and_overrides_win(tmp_path: Path) -> None:
     base = tmp_path / "base.yaml"
-    base.write_text(yaml.safe_dump({"video": {"short_side": 72, "crop": 64}, "train": {"epochs": 3}}))
+    base_sections = {"video": {"short_side": 72, "crop": 64}, "train": {"epochs": 3}}
+    base.write_text(yaml.safe_dump(base_sections))
     child = tmp_path / "child.yaml"
     child.write_text(yaml.safe_dump({"extends": "base.yaml", "train": {"batch_size": 7}}))
     config = load_config(child, ["train.epochs=9", "model.kind=apa"])
