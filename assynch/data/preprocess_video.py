@@ -19,6 +19,7 @@ import select
 import subprocess
 import sys
 import tempfile
+import threading
 import time as wall_time
 import uuid
 from typing import Any
@@ -226,6 +227,7 @@ def serve(result_fd: int) -> None:
         level=logging.INFO, stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s[video worker]: %(message)s",
     )
+    _exit_with_parent()
     results = os.fdopen(result_fd, "w", encoding="utf-8")
     header = json.loads(sys.stdin.readline())
     config = AssynchConfig.model_validate(header["config"])
@@ -246,6 +248,19 @@ def serve(result_fd: int) -> None:
         results.flush()
 
 
+def _exit_with_parent(poll_sec: float = 1.0) -> None:
+    """End this process as soon as its parent is gone (a killed job must not leave decoders
+    running and writing parts)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            wall_time.sleep(poll_sec)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 class VideoWorker:
     """Process videos one at a time in a long-lived child process with a hard time limit.
 
@@ -254,10 +269,18 @@ class VideoWorker:
     `isolate=False` videos run in this process (deadline checked between chunks only).
     """
 
-    def __init__(self, config: AssynchConfig, *, threads: int = 1, isolate: bool = True) -> None:
+    def __init__(
+        self,
+        config: AssynchConfig,
+        *,
+        threads: int = 1,
+        isolate: bool = True,
+        kill_grace_sec: float = HARD_KILL_GRACE_SEC,
+    ) -> None:
         self.config = config
         self.threads = max(1, threads)
         self.isolate = isolate
+        self.kill_grace_sec = kill_grace_sec
         self._child: subprocess.Popen[bytes] | None = None
         self._results_fd: int | None = None
         self._buffer = b""
@@ -304,7 +327,7 @@ class VideoWorker:
             assert child.stdin is not None
             child.stdin.write((json.dumps(request) + "\n").encode())
             child.stdin.flush()
-            line = self._read_line(timeout + HARD_KILL_GRACE_SEC)
+            line = self._read_line(timeout + self.kill_grace_sec)
         except BrokenPipeError:
             line = None
         if line is not None:
@@ -317,7 +340,7 @@ class VideoWorker:
             if timed_out:
                 result = VideoResult.failure(
                     task, "timeout",
-                    f"no result after {timeout + HARD_KILL_GRACE_SEC:g} s "
+                    f"no result after {timeout + self.kill_grace_sec:g} s "
                     f"(preprocess.video_timeout_sec={timeout:g}); the decoder hung and was "
                     "killed",
                 )

@@ -324,8 +324,8 @@ def table_to_batch(
         if name == "frames":
             batch[name] = torch.from_numpy(_frames_to_numpy(column))
         elif name == "mel":
-            mel = column.combine_chunks().to_numpy_ndarray()
-            batch[name] = torch.from_numpy(np.ascontiguousarray(mel)).to(mel_dtype)
+            mel = np.array(column.combine_chunks().to_numpy_ndarray(), copy=True)
+            batch[name] = torch.from_numpy(mel).to(mel_dtype)
         elif name == "window_starts_sec":
             starts = np.asarray(column.to_pylist(), dtype=np.float64)
             batch[name] = torch.from_numpy(starts)
@@ -334,14 +334,15 @@ def table_to_batch(
         elif name == "offset_class":
             batch[name] = torch.from_numpy(column.to_numpy().astype(np.int64))
         else:
-            batch[name] = torch.from_numpy(np.ascontiguousarray(column.to_numpy()))
+            batch[name] = torch.from_numpy(np.array(column.to_numpy(), copy=True))
     return batch
 
 
 def _frames_to_numpy(column: pa.ChunkedArray) -> np.ndarray:
     combined = column.combine_chunks()
     if isinstance(combined, pa.FixedShapeTensorArray):
-        return np.ascontiguousarray(combined.to_numpy_ndarray())
+        # A copy: Arrow's buffers are read-only and a training step may write to the batch.
+        return np.array(combined.to_numpy_ndarray(), copy=True)
     return np.stack([
         np.stack([decode_jpeg(image) for image in sample]) for sample in combined.to_pylist()
     ])
