@@ -78,9 +78,32 @@ def step_decode_into_windows(config: AssynchConfig) -> None:
     console.print(table)
 
 
+def step_preprocess(config: AssynchConfig) -> None:
+    """Run the preprocessing job (pipelines/preprocess.py) on a local Ray: clips -> shards.
+
+    It runs as `python -m pipelines.preprocess`, the module `ray job submit` runs, because the
+    library never imports the Ray pipelines. A rerun resumes or reports the finished output.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    from assynch.config import dump_config
+
+    with tempfile.TemporaryDirectory() as folder:
+        config_path = Path(folder) / "quickstart.yaml"
+        config_path.write_text(dump_config(config))
+        code = subprocess.call(
+            [sys.executable, "-m", "pipelines.preprocess", "--config", str(config_path)]
+        )
+    if code != 0:
+        raise SystemExit(f"preprocessing failed (exit code {code}); see the messages above")
+
+
 STEPS: list[tuple[str, Callable[[AssynchConfig], None]]] = [
     ("synthesise clips", step_synthesise),
     ("decode into stream samples", step_decode_into_windows),
+    ("preprocess into shards (Ray Data)", step_preprocess),
 ]
 
 
