@@ -43,7 +43,7 @@ def render_texture(rng: np.random.Generator, height: int, width: int) -> np.ndar
     tint = np.stack([fractal_noise_2d(rng, height, width, 2.0) for _ in range(3)], axis=-1)
     scene = base + 24.0 * shade + 12.0 * tint
     area = height * width
-    for _ in range(max(8, area // 9000)):
+    for _ in range(max(8, area // 15000)):
         rect_h = int(rng.uniform(0.03, 0.2) * height)
         rect_w = int(rng.uniform(0.02, 0.12) * width)
         top = int(rng.integers(0, height - rect_h))
@@ -130,7 +130,7 @@ def render_frames(
     for frame_index in range(plan.num_frames):
         lut = np.clip(levels * camera.gain[frame_index] + 0.5, 0, 255).astype(np.uint8)
         x, y = camera.x[frame_index], camera.y[frame_index]
-        frame = lut[texture[y : y + spec.height, x : x + spec.width]]
+        frame = np.take(lut, texture[y : y + spec.height, x : x + spec.width])
         for track, index in draws.get(frame_index, ()):
             draw_sprite(frame, track, index)
         yield frame
