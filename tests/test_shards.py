@@ -19,6 +19,7 @@ from assynch.data.shards import (
     ShardError,
     ShardLayout,
     ShardWriter,
+    frames_to_numpy,
     list_shards,
     shard_schema,
 )
@@ -60,26 +61,42 @@ def finished_set(root: Path, files: dict[str, list[list[SampleRow]]]) -> Path:
     return root
 
 
-def test_raw_shard_opens_with_plain_pyarrow_as_canonical_tensors(tmp_path: Path) -> None:
+def test_raw_shard_holds_one_binary_value_per_frame(tmp_path: Path) -> None:
     rows = [make_row(i) for i in range(5)]
     path = tmp_path / "s.parquet"
     write(path, rows, group=2)
     parquet = pq.ParquetFile(path)
     assert parquet.metadata.num_row_groups == 3
     table = parquet.read()
+    assert table.schema.field("frames").type == pa.list_(pa.binary(8 * 8 * 3), 6)
+    assert table.schema.metadata[b"assynch.frame_format"] == b"raw"
+    frames = frames_to_numpy(table.column("frames"), (8, 8, 3))
+    mel = table.column("mel").combine_chunks().to_numpy_ndarray()
+    assert frames.shape == (5, 6, 8, 8, 3) and frames.dtype == np.uint8
+    assert isinstance(table.schema.field("mel").type, pa.FixedShapeTensorType)
+    assert mel.dtype == np.float16
+    for i, row in enumerate(rows):
+        assert np.array_equal(frames[i], row.frames)
+        assert np.array_equal(mel[i], row.mel)
+    sliced = table.slice(3, 2)  # offsets inside the buffers must be honoured
+    assert np.array_equal(frames_to_numpy(sliced.column("frames"), (8, 8, 3))[1], rows[4].frames)
+    assert table.column("sample_id").to_pylist() == [r.sample_id for r in rows]
+    assert table.column("window_starts_sec").to_pylist()[3] == [4.0, 6.4]
+
+
+def test_tensor_shard_opens_with_plain_pyarrow_as_canonical_tensors(tmp_path: Path) -> None:
+    layout = ShardLayout(frames_shape=(6, 8, 8, 3), mel_shape=(4, 11), windows_per_sample=2,
+                         frame_format="tensor")
+    rows = [make_row(i, layout) for i in range(3)]
+    write(tmp_path / "s.parquet", rows, layout)
+    table = pq.read_table(tmp_path / "s.parquet")
     frames_type = table.schema.field("frames").type
     assert isinstance(frames_type, pa.FixedShapeTensorType)
     assert frames_type.extension_name == "arrow.fixed_shape_tensor"
     assert list(frames_type.shape) == [6, 8, 8, 3]
     frames = table.column("frames").combine_chunks().to_numpy_ndarray()
-    mel = table.column("mel").combine_chunks().to_numpy_ndarray()
-    assert frames.dtype == np.uint8 and mel.dtype == np.float16
-    for i, row in enumerate(rows):
-        assert np.array_equal(frames[i], row.frames)
-        assert np.array_equal(mel[i], row.mel)
-    assert table.column("sample_id").to_pylist() == [r.sample_id for r in rows]
-    assert table.column("window_starts_sec").to_pylist()[3] == [4.0, 6.4]
-    assert table.schema.metadata[b"assynch.frame_format"] == b"raw"
+    assert np.array_equal(frames, np.stack([r.frames for r in rows]))
+    assert np.array_equal(frames_to_numpy(table.column("frames")), frames)
 
 
 def test_jpeg_frames_decode_close_to_the_originals(tmp_path: Path) -> None:

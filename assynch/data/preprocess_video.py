@@ -44,6 +44,7 @@ RESULT_KEY = "assynch.video_result"
 DURATION_KEY = "assynch.duration_sec"
 # The child gets this long after its own deadline to report before it is killed.
 HARD_KILL_GRACE_SEC = 5.0
+PART_COMPRESSION = "lz4"
 
 
 class VideoTimeout(Exception):
@@ -161,8 +162,9 @@ def process_video(
         schema = shard_schema(layout, {"assynch.config_hash": config_hash,
                                        DURATION_KEY: f"{duration:.6f}"})
         offset_classes: list[int] = []
+        # Parts are read once more by the compaction: a fast codec; shards get zstd.
         with ShardWriter(fs, part_path, schema, layout, pre.rows_per_row_group,
-                         temp_path=part_temp_path) as writer:
+                         temp_path=part_temp_path, compression=PART_COMPRESSION) as writer:
             for span_start, span_end in cutter.decode_spans_sec():
                 for chunk in iter_decode(
                     task.url, time=time, video=config.video, start_sec=span_start,

@@ -1,10 +1,19 @@
 """The Parquet shard format: schema, atomic writer, and a reader that yields torch batches.
 
-One row per stream sample. Frames are pyarrow's canonical fixed-shape tensor
-(`arrow.fixed_shape_tensor`, uint8, (T, H, W, 3)) so shards open with plain pyarrow, pandas or
-Ray; with `frame_format: jpeg` they are a list of T JPEG images instead. The log-mel is a
-fixed-shape float16 tensor (n_mels, F). Schema metadata records the frame format, time base and
-mel normalisation; `_manifest.json` beside the splits records the rest.
+One row per stream sample. The `frames` column holds T frames of uint8 (H, W, 3), stored by
+`frame_format`:
+
+- `raw` (default): a fixed-size list of T fixed-size binary values, each one frame's H*W*3
+  bytes. Parquet writes one value per frame, so this reads and writes ~10x faster than
+  `tensor` (docs/BENCHMARKS.md); `frames_to_numpy` turns it into (N, T, H, W, 3) without a copy.
+- `tensor`: pyarrow's canonical fixed-shape tensor (`arrow.fixed_shape_tensor`, uint8,
+  [T, H, W, 3]), which pyarrow, pandas and Ray turn into ndarrays by themselves; Parquet stores
+  it as a list of H*W*3*T single bytes, each with its own repetition/definition level.
+- `jpeg`: a fixed-size list of T JPEG images (DESIGN.md's choice for Ego4D-scale sets).
+
+The log-mel is a canonical fixed-shape float16 tensor (n_mels, F). Every form opens with plain
+pyarrow. The schema metadata records the frame format and shapes; `_manifest.json` beside the
+splits records the rest.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ SCALAR_COLUMNS = (
     "video_uid", "sample_id", "split", "offset_sec", "offset_class", "start_sec",
     "audio_start_sec", "audio_margin_sec", "config_hash",
 )
-FrameFormat = Literal["raw", "jpeg"]
+FrameFormat = Literal["raw", "tensor", "jpeg"]
 
 
 class ShardError(ValueError):
@@ -72,11 +81,16 @@ class SampleRow:
     config_hash: str
 
 
-def shard_schema(layout: ShardLayout, metadata: dict[str, str] | None = None) -> pa.Schema:
+def frames_type(layout: ShardLayout) -> pa.DataType:
+    count, height, width, channels = layout.frames_shape
     if layout.frame_format == "jpeg":
-        frames_type: pa.DataType = pa.list_(pa.binary(), layout.frames_shape[0])
-    else:
-        frames_type = pa.fixed_shape_tensor(pa.uint8(), list(layout.frames_shape))
+        return pa.list_(pa.binary(), count)
+    if layout.frame_format == "tensor":
+        return pa.fixed_shape_tensor(pa.uint8(), list(layout.frames_shape))
+    return pa.list_(pa.binary(height * width * channels), count)
+
+
+def shard_schema(layout: ShardLayout, metadata: dict[str, str] | None = None) -> pa.Schema:
     fields = [
         pa.field("video_uid", pa.string(), nullable=False),
         pa.field("sample_id", pa.string(), nullable=False),
@@ -89,7 +103,7 @@ def shard_schema(layout: ShardLayout, metadata: dict[str, str] | None = None) ->
         ),
         pa.field("audio_start_sec", pa.float64(), nullable=False),
         pa.field("audio_margin_sec", pa.float32(), nullable=False),
-        pa.field("frames", frames_type, nullable=False),
+        pa.field("frames", frames_type(layout), nullable=False),
         pa.field("mel", pa.fixed_shape_tensor(pa.float16(), list(layout.mel_shape)),
                  nullable=False),
         pa.field("config_hash", pa.string(), nullable=False),
@@ -107,13 +121,7 @@ def rows_to_table(rows: Sequence[SampleRow], schema: pa.Schema, layout: ShardLay
     """Build one Arrow table from sample rows, checking every array's shape and dtype."""
     for row in rows:
         _check_row(row, layout)
-    if layout.frame_format == "jpeg":
-        frames: pa.Array = pa.array(
-            [[encode_jpeg(frame, layout.jpeg_quality) for frame in row.frames] for row in rows],
-            schema.field("frames").type,
-        )
-    else:
-        frames = _tensor_array([row.frames for row in rows], layout.frames_shape, np.uint8)
+    frames = frames_array([row.frames for row in rows], layout)
     mel = _tensor_array([row.mel for row in rows], layout.mel_shape, np.float16)
     columns: dict[str, pa.Array] = {}
     for name in schema.names:
@@ -130,6 +138,26 @@ def rows_to_table(rows: Sequence[SampleRow], schema: pa.Schema, layout: ShardLay
             columns[name] = pa.array([getattr(row, name) for row in rows],
                                      schema.field(name).type)
     return pa.Table.from_pydict(columns, schema=schema)
+
+
+def frames_array(samples: Sequence[np.ndarray], layout: ShardLayout) -> pa.Array:
+    """The `frames` column for samples of uint8 (T, H, W, 3), in the layout's frame format."""
+    if layout.frame_format == "jpeg":
+        return pa.array(
+            [[encode_jpeg(frame, layout.jpeg_quality) for frame in frames] for frames in samples],
+            frames_type(layout),
+        )
+    if layout.frame_format == "tensor":
+        return _tensor_array(samples, layout.frames_shape, np.uint8)
+    count, height, width, channels = layout.frames_shape
+    stacked = np.ascontiguousarray(
+        np.stack(samples) if samples else np.zeros((0, *layout.frames_shape), np.uint8)
+    )
+    frame_bytes = height * width * channels
+    values = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(frame_bytes), len(samples) * count, [None, pa.py_buffer(stacked)]
+    )
+    return pa.FixedSizeListArray.from_arrays(values, count)
 
 
 def _tensor_array(
@@ -190,6 +218,7 @@ class ShardWriter:
         rows_per_row_group: int,
         *,
         temp_path: str | None = None,
+        compression: str = "zstd",
     ) -> None:
         self.fs = fs
         self.path = path
@@ -205,7 +234,7 @@ class ShardWriter:
         self._writer = pq.ParquetWriter(
             self._local,
             schema,
-            compression="zstd",
+            compression=compression,
             use_dictionary=["video_uid", "split", "config_hash"],
             write_statistics=list(SCALAR_COLUMNS),
         )
@@ -322,7 +351,9 @@ def table_to_batch(
     for name in table.column_names:
         column = table.column(name)
         if name == "frames":
-            batch[name] = torch.from_numpy(_frames_to_numpy(column))
+            frames = frames_to_numpy(column, frame_shape_of(table.schema))
+            # A copy: Arrow's buffers are read-only and a training step may write to the batch.
+            batch[name] = torch.from_numpy(np.array(frames, copy=True))
         elif name == "mel":
             mel = np.array(column.combine_chunks().to_numpy_ndarray(), copy=True)
             batch[name] = torch.from_numpy(mel).to(mel_dtype)
@@ -338,14 +369,40 @@ def table_to_batch(
     return batch
 
 
-def _frames_to_numpy(column: pa.ChunkedArray) -> np.ndarray:
-    combined = column.combine_chunks()
+def frames_to_numpy(column: pa.Array | pa.ChunkedArray, frame_shape: Sequence[int]
+                    | None = None) -> np.ndarray:
+    """A `frames` column in any frame format -> uint8 (N, T, H, W, 3).
+
+    `raw` and `tensor` come back as a read-only view of Arrow's buffer when the column is one
+    chunk; `frame_shape` (H, W, 3) is needed for `raw` only when the schema metadata is gone
+    (otherwise square RGB frames are assumed).
+    """
+    combined = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if isinstance(combined, pa.FixedShapeTensorArray):
-        # A copy: Arrow's buffers are read-only and a training step may write to the batch.
-        return np.array(combined.to_numpy_ndarray(), copy=True)
+        return combined.to_numpy_ndarray()
+    count = combined.type.list_size
+    images = combined.flatten()
+    if pa.types.is_fixed_size_binary(images.type):
+        frame_bytes = images.type.byte_width
+        if frame_shape is None:
+            side = int(round((frame_bytes / 3) ** 0.5))
+            frame_shape = (side, side, 3)
+        data = np.frombuffer(
+            images.buffers()[1], dtype=np.uint8, count=len(images) * frame_bytes,
+            offset=images.offset * frame_bytes,
+        )
+        return data.reshape(len(combined), count, *frame_shape)
     return np.stack([
         np.stack([decode_jpeg(image) for image in sample]) for sample in combined.to_pylist()
     ])
+
+
+def frame_shape_of(schema: pa.Schema) -> tuple[int, int, int] | None:
+    shape = (schema.metadata or {}).get(b"assynch.frames_shape")
+    if shape is None:
+        return None
+    _, height, width, channels = json.loads(shape)
+    return height, width, channels
 
 
 class ShardDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
