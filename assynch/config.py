@@ -153,7 +153,9 @@ class PreprocessConfig(_Section):
         "split", description="metadata field with a video's split (e.g. split_av); else by uid"
     )
     audio_margin_sec: float = Field(2.0, ge=0, description="extra audio kept on both sides")
-    frame_format: Literal["raw", "jpeg"] = "raw"
+    frame_format: Literal["raw", "tensor", "jpeg"] = Field(
+        "raw", description="raw: one binary value per frame; tensor: arrow.fixed_shape_tensor"
+    )
     jpeg_quality: int = Field(90, ge=1, le=100)
     rows_per_shard: int = Field(64, gt=0)
     rows_per_row_group: int = Field(8, gt=0)
