@@ -114,21 +114,24 @@ class AveragedPredictionStream(SnapshotStream):
     """APA: the mean of the snapshot logits over the windows seen so far (a running sum + count)."""
 
     def init_state(self, batch_size: int) -> StreamState:
-        like = self._like()
+        # float32 whatever the model's dtype: a bfloat16 count stops at 256.
+        device = self._like().device
         return {
-            "logit_sum": like.new_zeros(batch_size, self.num_classes),
-            "count": like.new_zeros(batch_size, 1),
+            "logit_sum": torch.zeros(batch_size, self.num_classes, device=device),
+            "count": torch.zeros(batch_size, 1, device=device),
         }
 
     def step(self, window: Window, state: StreamState) -> tuple[torch.Tensor, StreamState]:
-        logit_sum = state["logit_sum"] + self.snapshot(*window)
+        logits = self.snapshot(*window)
+        logit_sum = state["logit_sum"] + logits.float()
         count = state["count"] + 1
-        return logit_sum / count, {"logit_sum": logit_sum, "count": count}
+        return (logit_sum / count).to(logits.dtype), {"logit_sum": logit_sum, "count": count}
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor) -> StreamOutput:
         window_logits = super().forward(video, audio).logits
         seen = torch.arange(1, window_logits.shape[1] + 1, device=window_logits.device)
-        return StreamOutput(logits=window_logits.cumsum(dim=1) / seen.view(1, -1, 1))
+        averaged = window_logits.float().cumsum(dim=1) / seen.view(1, -1, 1)
+        return StreamOutput(logits=averaged.to(window_logits.dtype))
 
 
 class StreamSync(StreamingModel):
