@@ -1,5 +1,9 @@
 """Preprocessing on Ray Data: videos -> Parquet shards with offset labels.
 
+This module imports no torch or PyAV: Ray pickles `VideoActor` and `write_shard_row` by
+reference, so every worker imports it, and only the decoding child pays for the heavy
+libraries.
+
     python -m pipelines.preprocess --config configs/quickstart.yaml [--input X] [--output Y]
     ray job submit --working-dir . -- python -m pipelines.preprocess --config ...
 
@@ -25,17 +29,16 @@ import ray
 import ray.data
 
 from assynch.config import AssynchConfig, ConfigError, load_config
+from assynch.data.compaction import write_shard_row
 from assynch.data.manifest import InputError
 from assynch.data.preprocess_job import (
     AllVideosFailedError,
     OutputConflictError,
     PreprocessJob,
     PreprocessReport,
-    run_video_task,
-    write_shard,
 )
 from assynch.data.preprocess_plan import ShardPlan, VideoResult, VideoTask
-from assynch.data.preprocess_video import VideoWorker, config_for_workers
+from assynch.data.video_worker import VideoWorker, config_for_workers, run_video_task
 from assynch.storage import StorageError
 
 log = logging.getLogger("pipelines.preprocess")
@@ -54,12 +57,6 @@ class VideoActor:
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         task = VideoTask.from_json(row["task"])
         return {"result": run_video_task(self.worker, task, self.config).to_json()}
-
-
-def _write_shard_row(row: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    plan = ShardPlan.from_json(row["plan"])
-    rows = write_shard(plan, AssynchConfig.model_validate(config))
-    return {"plan": row["plan"], "rows": rows}
 
 
 def ray_map_videos(config: AssynchConfig) -> Any:
@@ -87,7 +84,7 @@ def ray_map_shards(config: AssynchConfig) -> Any:
         dataset = ray.data.from_items(
             [{"plan": plan.to_json()} for plan in plans], override_num_blocks=len(plans)
         ).map(
-            _write_shard_row,
+            write_shard_row,
             fn_kwargs={"config": config_for_workers(config)},
             compute=ray.data.TaskPoolStrategy(size=max(1, min(pre.num_workers, len(plans)))),
             num_cpus=min(pre.cpus_per_worker, 1.0),

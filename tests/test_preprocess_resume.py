@@ -16,7 +16,7 @@ from preprocess_support import good_clip, preprocess_config, read_all
 from assynch.data.preprocess_job import run_local
 from pipelines.preprocess import run
 
-CLIPS = 5
+CLIPS = 6
 
 
 def test_killed_run_resumes_to_exactly_the_rows_of_a_clean_run(

@@ -9,7 +9,7 @@ from pathlib import Path
 from preprocess_support import good_clip, preprocess_config
 
 from assynch.data.preprocess_plan import VideoTask
-from assynch.data.preprocess_video import VideoWorker
+from assynch.data.video_worker import VideoWorker
 
 
 def task_for(clip: Path, out: Path) -> VideoTask:

@@ -19,12 +19,14 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from assynch.config import AssynchConfig
+from assynch.data.compaction import write_shard
 from assynch.data.manifest import InputListing, list_inputs
 from assynch.data.preprocess_plan import (
     CONFIG_NAME,
     ERRORS_NAME,
     FORMAT_VERSION,
     PARTS_DIR,
+    RESULT_KEY,
     ShardPlan,
     VideoResult,
     VideoTask,
@@ -36,8 +38,8 @@ from assynch.data.preprocess_plan import (
     plan_shards,
     preprocess_config_hash,
 )
-from assynch.data.preprocess_video import RESULT_KEY, VideoWorker, layout_description
-from assynch.data.shards import MANIFEST_NAME, SPLITS, ShardLayout, ShardWriter
+from assynch.data.shards import MANIFEST_NAME, SPLITS
+from assynch.data.video_worker import VideoWorker, run_video_task
 from assynch.storage import (
     atomic_local_file,
     check_writable,
@@ -252,70 +254,6 @@ class OutputFolder:
 
 
 # ---------------------------------------------------------------------------------------------
-# The steps a worker runs
-
-
-def run_video_task(worker: VideoWorker, task: VideoTask, config: AssynchConfig) -> VideoResult:
-    """Process one video and record a failure as its error marker (so reruns skip it)."""
-    result = worker(task)
-    if not result.ok:
-        fs, path = filesystem(task.error_path, config.storage)
-        write_bytes_atomic(fs, path, result.to_json().encode())
-    return result
-
-
-def write_shard(plan: ShardPlan, config: AssynchConfig) -> int:
-    """Copy the planned rows of the parts into one shard; returns its row count."""
-    fs, path = filesystem(plan.path, config.storage)
-    writer: ShardWriter | None = None
-    try:
-        for source in plan.sources:
-            part_fs, part_path = filesystem(source.part_path, config.storage)
-            with part_fs.open(part_path, "rb") as handle:
-                parquet = pq.ParquetFile(handle)
-                if writer is None:
-                    schema = parquet.schema_arrow
-                    metadata = {
-                        key: value for key, value in (schema.metadata or {}).items()
-                        if not key.startswith((RESULT_KEY.encode(), b"assynch.duration_sec"))
-                    }
-                    writer = ShardWriter(
-                        fs, path, schema.with_metadata(metadata), _layout_placeholder(),
-                        config.preprocess.rows_per_row_group,
-                    )
-                _copy_rows(parquet, source.first_row, source.rows, writer)
-        if writer is None:
-            raise PreprocessError(f"shard {plan.path} has no rows planned")
-        rows = writer.close()
-    except BaseException as exc:
-        if writer is not None:
-            writer.abort(exc)
-        raise
-    return rows
-
-
-def _copy_rows(parquet: pq.ParquetFile, first: int, count: int, writer: ShardWriter) -> None:
-    offset = 0
-    stop = first + count
-    for group in range(parquet.num_row_groups):
-        group_rows = parquet.metadata.row_group(group).num_rows
-        group_stop = offset + group_rows
-        if group_stop > first and offset < stop:
-            table = parquet.read_row_group(group)
-            begin = max(first - offset, 0)
-            end = min(stop, group_stop) - offset
-            writer.write_table(table.slice(begin, end - begin))
-        offset = group_stop
-        if offset >= stop:
-            break
-
-
-def _layout_placeholder() -> ShardLayout:
-    # Compaction writes whole Arrow tables, so the row-level layout checks are never used.
-    return ShardLayout(frames_shape=(0, 0, 0, 3), mel_shape=(0, 0), windows_per_sample=0)
-
-
-# ---------------------------------------------------------------------------------------------
 # The job
 
 
@@ -382,6 +320,7 @@ class PreprocessJob:
             raise RuntimeError("PreprocessJob.execute() needs prepare() first")
         config, output = self.config, self.output
         results = list(self.reused)
+        stage_started = wall_time.perf_counter()
         for result in map_videos(self.tasks) if self.tasks else ():
             if result.ok:
                 log.info("video %s: %d sample(s) in %.1f s", result.video_uid, result.samples,
@@ -391,6 +330,8 @@ class PreprocessJob:
                             result.reason)
             results.append(result)
 
+        log.info("stage 1: %d video(s) decoded in %.1f s", len(self.tasks),
+                 wall_time.perf_counter() - stage_started)
         errors = [r for r in results if not r.ok] + [
             VideoResult(s.video_uid, s.url, "", False, stage="input", reason=s.reason)
             for s in self.listing.skipped
@@ -407,7 +348,10 @@ class PreprocessJob:
 
         output.clear_shards()
         plans = plan_shards(ok, output.url, config.preprocess.rows_per_shard)
+        stage_started = wall_time.perf_counter()
         written = list(map_shards(plans)) if plans else []
+        log.info("stage 2: %d shard(s) written in %.1f s", len(written),
+                 wall_time.perf_counter() - stage_started)
         for plan, rows in written:
             if rows != plan.rows:
                 raise PreprocessError(
@@ -415,6 +359,8 @@ class PreprocessJob:
                 )
         written.sort(key=lambda item: (item[0].split, item[0].index))
         output.write_errors(errors)
+        from assynch.data.preprocess_video import layout_description  # torch: driver only
+
         manifest = build_manifest(
             config, self.config_hash, ok, errors, written, layout_description(config),
             self.started,

@@ -25,11 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import av
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
-import torchaudio
 
 from assynch.config import AssynchConfig, SplitFractions
 from assynch.data.shards import SPLITS
@@ -42,6 +39,9 @@ FORMAT_VERSION = "assynch-shards-1"
 OPERATIONAL_FIELDS = frozenset(
     {"input", "output", "ego4d_root", "num_workers", "cpus_per_worker", "video_timeout_sec"}
 )
+# Footer metadata of a part file: its VideoResult, and the media duration (known before rows).
+RESULT_KEY = "assynch.video_result"
+DURATION_KEY = "assynch.duration_sec"
 ERRORS_SCHEMA = pa.schema([
     pa.field("video_uid", pa.string(), nullable=False),
     pa.field("path", pa.string(), nullable=False),
@@ -65,7 +65,7 @@ def hashed_config(config: AssynchConfig) -> dict[str, Any]:
         if key not in OPERATIONAL_FIELDS
     }
     dumped["format"] = FORMAT_VERSION
-    dumped["av_version"] = av.__version__
+    dumped["av_version"] = _version("av")
     return dumped
 
 
@@ -222,22 +222,19 @@ def plan_shards(
 
 def code_version() -> dict[str, str]:
     versions = {
-        "assynch": _package_version(),
-        "av": av.__version__,
-        "torch": torch.__version__,
-        "torchaudio": torchaudio.__version__,
-        "pyarrow": pa.__version__,
-        "python": platform.python_version(),
+        name: _version(name) for name in ("assynch", "av", "torch", "torchaudio", "pyarrow")
     }
+    versions["python"] = platform.python_version()
     commit = _git_commit()
     if commit:
         versions["git_commit"] = commit
     return versions
 
 
-def _package_version() -> str:
+def _version(package: str) -> str:
+    """A package's installed version, without importing it (workers stay light)."""
     try:
-        return importlib.metadata.version("assynch")
+        return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
 

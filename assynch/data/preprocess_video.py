@@ -1,34 +1,34 @@
 """Preprocess one video: probe, plan its stream samples, decode it once (streaming), cut the
 samples, and write them as one Parquet part that appears only when complete.
 
-`process_video` does the work in the calling process and checks its deadline between decoded
-chunks. `VideoWorker` runs it in a child process (forkserver, so each child starts from a
-clean, preloaded interpreter in milliseconds) and kills the child at the hard deadline: a decode
-hung inside FFmpeg, or one that crashes the interpreter, costs that video, never the job.
+`process_video` does the work and checks its deadline between decoded chunks. Run as
+`python -m assynch.data.preprocess_video FD` this module is the decoding child process of
+`assynch.data.video_worker.VideoWorker` (see there for the protocol and the hard time limit).
 Failures come back as a `VideoResult` with the stage and the reason.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import resource
-import select
-import subprocess
 import sys
-import tempfile
 import threading
 import time as wall_time
-import uuid
 from typing import Any
 
 import torch
 
 from assynch.config import AssynchConfig
 from assynch.data.decode import DecodeError, MediaInfo, NoAudioError, iter_decode, probe
-from assynch.data.preprocess_plan import VideoResult, VideoTask, preprocess_config_hash
+from assynch.data.preprocess_plan import (
+    DURATION_KEY,
+    RESULT_KEY,
+    VideoResult,
+    VideoTask,
+    preprocess_config_hash,
+)
 from assynch.data.samples import CutSample, StreamSampleCutter
 from assynch.data.shards import SampleRow, ShardLayout, ShardWriter, shard_schema
 from assynch.data.windows import (
@@ -36,14 +36,10 @@ from assynch.data.windows import (
     sample_audio_samples,
     sample_frames,
 )
-from assynch.storage import filesystem, storage_options, temp_name
+from assynch.storage import filesystem, storage_options
 
 log = logging.getLogger(__name__)
 
-RESULT_KEY = "assynch.video_result"
-DURATION_KEY = "assynch.duration_sec"
-# The child gets this long after its own deadline to report before it is killed.
-HARD_KILL_GRACE_SEC = 5.0
 PART_COMPRESSION = "lz4"
 
 
@@ -209,6 +205,15 @@ def process_video(
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss over
+    from the parent through fork and exec, so a child would report its parent's peak."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024.0, 1)
+    except OSError:
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
 
 
@@ -216,11 +221,7 @@ def _peak_rss_mb() -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Isolation: a child process that decodes, killed at the hard deadline
-
-# Protocol: the parent writes the config as one JSON line on the child's stdin, then one JSON
-# line per task; the child answers each task with one JSON line on a dedicated pipe (so nothing
-# a library prints to stdout can corrupt it). stdin closing ends the child.
+# The decoding child process (protocol: assynch/data/video_worker.py)
 
 
 def serve(result_fd: int) -> None:
@@ -261,158 +262,6 @@ def _exit_with_parent(poll_sec: float = 1.0) -> None:
         os._exit(3)
 
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
-
-
-class VideoWorker:
-    """Process videos one at a time in a long-lived child process with a hard time limit.
-
-    A child that passes its deadline or dies is killed and replaced for the next video, so a
-    decode hung inside FFmpeg or a crash costs one video, never the job. With
-    `isolate=False` videos run in this process (deadline checked between chunks only).
-    """
-
-    def __init__(
-        self,
-        config: AssynchConfig,
-        *,
-        threads: int = 1,
-        isolate: bool = True,
-        kill_grace_sec: float = HARD_KILL_GRACE_SEC,
-    ) -> None:
-        self.config = config
-        self.threads = max(1, threads)
-        self.isolate = isolate
-        self.kill_grace_sec = kill_grace_sec
-        self._child: subprocess.Popen[bytes] | None = None
-        self._results_fd: int | None = None
-        self._buffer = b""
-
-    def __call__(self, task: VideoTask) -> VideoResult:
-        timeout = self.config.preprocess.video_timeout_sec
-        if not self.isolate:
-            torch.set_num_threads(self.threads)
-            return process_video(task, self.config, deadline=wall_time.monotonic() + timeout,
-                                 decoder_threads=self.threads)
-        return self._run_isolated(task, timeout)
-
-    def _start_child(self) -> subprocess.Popen[bytes]:
-        read_fd, write_fd = os.pipe()
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        child = subprocess.Popen(
-            [sys.executable, "-m", "assynch.data.preprocess_video", str(write_fd)],
-            stdin=subprocess.PIPE,
-            stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else None,
-            pass_fds=(write_fd,),
-            env=env,
-        )
-        os.close(write_fd)
-        header = {"config": config_for_workers(self.config), "threads": self.threads}
-        assert child.stdin is not None
-        child.stdin.write((json.dumps(header) + "\n").encode())
-        child.stdin.flush()
-        self._child, self._results_fd, self._buffer = child, read_fd, b""
-        return child
-
-    def _run_isolated(self, task: VideoTask, timeout: float) -> VideoResult:
-        started = wall_time.monotonic()
-        child = self._child if self._child is not None and self._child.poll() is None else None
-        if child is None:
-            self.close()
-            child = self._start_child()
-        fs, part_path = filesystem(task.part_path, self.config.storage)
-        local_temp = (
-            temp_name(part_path) if _is_local_path(task.part_path)
-            else os.path.join(tempfile.gettempdir(), f"assynch-part-{uuid.uuid4().hex}.parquet")
-        )
-        request = {"task": task.to_json(), "timeout": timeout, "temp_path": local_temp}
-        try:
-            assert child.stdin is not None
-            child.stdin.write((json.dumps(request) + "\n").encode())
-            child.stdin.flush()
-            line = self._read_line(timeout + self.kill_grace_sec)
-        except BrokenPipeError:
-            line = None
-        if line is not None:
-            result = VideoResult.from_json(line)
-        else:
-            timed_out = child.poll() is None
-            self.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(local_temp)
-            if timed_out:
-                result = VideoResult.failure(
-                    task, "timeout",
-                    f"no result after {timeout + self.kill_grace_sec:g} s "
-                    f"(preprocess.video_timeout_sec={timeout:g}); the decoder hung and was "
-                    "killed",
-                )
-            else:
-                result = VideoResult.failure(
-                    task, "crash",
-                    f"the decoding process died (exit code {child.returncode}); the file is "
-                    "probably corrupt",
-                )
-        result.wall_sec = round(wall_time.monotonic() - started, 3)
-        return result
-
-    def _read_line(self, timeout: float) -> str | None:
-        """One line from the child, or None when it does not answer in time or dies."""
-        assert self._results_fd is not None
-        deadline = wall_time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            remaining = deadline - wall_time.monotonic()
-            if remaining <= 0:
-                return None
-            readable, _, _ = select.select([self._results_fd], [], [], remaining)
-            if not readable:
-                return None
-            data = os.read(self._results_fd, 1 << 16)
-            if not data:
-                return None
-            self._buffer += data
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return line.decode()
-
-    def close(self) -> None:
-        """Stop the child process (it is restarted by the next video)."""
-        child, self._child = self._child, None
-        if child is not None:
-            if child.poll() is None:
-                child.kill()
-            child.wait()
-            if child.stdin is not None:
-                with contextlib.suppress(OSError):
-                    child.stdin.close()
-        if self._results_fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._results_fd)
-            self._results_fd = None
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
-
-
-def _has_fileno(stream: Any) -> bool:
-    try:
-        stream.fileno()
-    except (AttributeError, OSError, ValueError):
-        return False
-    return True
-
-
-def _is_local_path(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
-
-
-def config_for_workers(config: AssynchConfig) -> dict[str, Any]:
-    """The config for the child, with the storage secret in clear: sent over a pipe only, never
-    logged, written or put on a command line."""
-    dumped = config.model_dump(mode="json")
-    secret = config.storage.secret_access_key
-    if secret is not None:
-        dumped["storage"]["secret_access_key"] = secret.get_secret_value()
-    return dumped
 
 
 if __name__ == "__main__":

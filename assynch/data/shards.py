@@ -21,21 +21,21 @@ from __future__ import annotations
 import io
 import json
 import logging
-import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 from fsspec import AbstractFileSystem
-from PIL import Image
 
 from assynch.config import StorageConfig
 from assynch.storage import atomic_local_file, filesystem, is_temp_name, join
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -188,12 +188,16 @@ def _check_row(row: SampleRow, layout: ShardLayout) -> None:
 
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    from PIL import Image
+
     buffer = io.BytesIO()
     Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:
+    from PIL import Image
+
     with Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("RGB"))
 
@@ -219,6 +223,7 @@ class ShardWriter:
         *,
         temp_path: str | None = None,
         compression: str = "zstd",
+        frames_compression: str = "lz4",
     ) -> None:
         self.fs = fs
         self.path = path
@@ -234,7 +239,10 @@ class ShardWriter:
         self._writer = pq.ParquetWriter(
             self._local,
             schema,
-            compression=compression,
+            # Frames are most of the bytes and of the read time: lz4 decompresses ~2x faster
+            # than zstd (docs/BENCHMARKS.md); every other column gets `compression`.
+            compression={name: frames_compression if name == "frames" else compression
+                         for name in schema.names},
             use_dictionary=["video_uid", "split", "config_hash"],
             write_statistics=list(SCALAR_COLUMNS),
         )
@@ -344,18 +352,23 @@ def list_shards(url: str, split: str, storage: StorageConfig | None = None) -> l
 
 
 def table_to_batch(
-    table: pa.Table, mel_dtype: torch.dtype = torch.float32
+    table: pa.Table, mel_dtype: torch.dtype | None = None
 ) -> dict[str, Any]:
-    """Arrow rows -> a dict of torch tensors (strings stay lists)."""
+    """Arrow rows -> a dict of torch tensors (strings stay lists; mel float32 unless
+    `mel_dtype`). Frames and mel are copied once, straight into the batch: Arrow's buffers
+    are read-only and a training step may write to its batch."""
+    import torch
+
+    mel_dtype = mel_dtype or torch.float32
     batch: dict[str, Any] = {}
     for name in table.column_names:
         column = table.column(name)
         if name == "frames":
-            frames = frames_to_numpy(column, frame_shape_of(table.schema))
-            # A copy: Arrow's buffers are read-only and a training step may write to the batch.
-            batch[name] = torch.from_numpy(np.array(frames, copy=True))
+            batch[name] = torch.from_numpy(
+                frames_to_numpy(column, frame_shape_of(table.schema), writable=True)
+            )
         elif name == "mel":
-            mel = np.array(column.combine_chunks().to_numpy_ndarray(), copy=True)
+            mel = np.concatenate([chunk.to_numpy_ndarray() for chunk in column.chunks])
             batch[name] = torch.from_numpy(mel).to(mel_dtype)
         elif name == "window_starts_sec":
             starts = np.asarray(column.to_pylist(), dtype=np.float64)
@@ -369,19 +382,40 @@ def table_to_batch(
     return batch
 
 
-def frames_to_numpy(column: pa.Array | pa.ChunkedArray, frame_shape: Sequence[int]
-                    | None = None) -> np.ndarray:
+def frames_to_numpy(
+    column: pa.Array | pa.ChunkedArray,
+    frame_shape: Sequence[int] | None = None,
+    *,
+    writable: bool = False,
+) -> np.ndarray:
     """A `frames` column in any frame format -> uint8 (N, T, H, W, 3).
 
-    `raw` and `tensor` come back as a read-only view of Arrow's buffer when the column is one
-    chunk; `frame_shape` (H, W, 3) is needed for `raw` only when the schema metadata is gone
+    `raw` and `tensor` frames of a one-chunk column come back as a read-only view of Arrow's
+    buffer; with `writable` (or several chunks) they are copied once into a new array.
+    `frame_shape` (H, W, 3) is needed for `raw` only when the schema metadata is gone
     (otherwise square RGB frames are assumed).
     """
-    combined = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if isinstance(combined, pa.FixedShapeTensorArray):
-        return combined.to_numpy_ndarray()
-    count = combined.type.list_size
-    images = combined.flatten()
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    views = [_frames_view(chunk, frame_shape) for chunk in chunks if len(chunk)]
+    if not views:
+        return np.zeros((0, 0, 0, 0, 3), np.uint8)
+    if len(views) == 1 and not writable:
+        return views[0]
+    if len(views) == 1:
+        return np.array(views[0], copy=True)
+    out = np.empty((sum(v.shape[0] for v in views), *views[0].shape[1:]), np.uint8)
+    row = 0
+    for view in views:
+        out[row : row + view.shape[0]] = view
+        row += view.shape[0]
+    return out
+
+
+def _frames_view(chunk: pa.Array, frame_shape: Sequence[int] | None) -> np.ndarray:
+    if isinstance(chunk, pa.FixedShapeTensorArray):
+        return chunk.to_numpy_ndarray()
+    count = chunk.type.list_size
+    images = chunk.flatten()
     if pa.types.is_fixed_size_binary(images.type):
         frame_bytes = images.type.byte_width
         if frame_shape is None:
@@ -391,10 +425,12 @@ def frames_to_numpy(column: pa.Array | pa.ChunkedArray, frame_shape: Sequence[in
             images.buffers()[1], dtype=np.uint8, count=len(images) * frame_bytes,
             offset=images.offset * frame_bytes,
         )
-        return data.reshape(len(combined), count, *frame_shape)
-    return np.stack([
-        np.stack([decode_jpeg(image) for image in sample]) for sample in combined.to_pylist()
-    ])
+        return data.reshape(len(chunk), count, *frame_shape)
+    first = decode_jpeg(images[0].as_py())
+    out = np.empty((len(chunk), count, *first.shape), np.uint8)
+    for index, image in enumerate(images.to_pylist()):
+        out[index // count, index % count] = first if index == 0 else decode_jpeg(image)
+    return out
 
 
 def frame_shape_of(schema: pa.Schema) -> tuple[int, int, int] | None:
@@ -405,96 +441,11 @@ def frame_shape_of(schema: pa.Schema) -> tuple[int, int, int] | None:
     return height, width, channels
 
 
-class ShardDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
-    """Batches of stream samples from one split of a finished shard set, without Ray.
+def __getattr__(name: str) -> Any:
+    # ShardDataset needs torch at class creation; import it only when someone asks for it, so
+    # that writing shards (Ray workers, the compaction) does not pay for importing torch.
+    if name == "ShardDataset":
+        from assynch.data.shard_dataset import ShardDataset
 
-    Files are divided between DDP ranks (`rank`/`world_size`) and DataLoader workers; with
-    `shuffle`, file order and rows within each row group are shuffled by `seed` and the epoch
-    (`set_epoch`). Only one row group per file is held in memory at a time.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        split: str,
-        *,
-        batch_size: int = 4,
-        storage: StorageConfig | None = None,
-        columns: Sequence[str] | None = None,
-        shuffle: bool = False,
-        seed: int = 0,
-        drop_last: bool = False,
-        mel_dtype: torch.dtype = torch.float32,
-        rank: int = 0,
-        world_size: int = 1,
-        require_manifest: bool = True,
-    ) -> None:
-        super().__init__()
-        if batch_size <= 0:
-            raise ShardError(f"batch_size must be positive, got {batch_size}")
-        self.url = url
-        self.split = split
-        self.batch_size = batch_size
-        self.storage = storage or StorageConfig()
-        self.columns = list(columns) if columns is not None else None
-        self.shuffle = shuffle
-        self.seed = seed
-        self.drop_last = drop_last
-        self.mel_dtype = mel_dtype
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
-        self.manifest = read_manifest(url, self.storage) if require_manifest else {}
-        self.files = list_shards(url, split, self.storage)
-        if not self.files:
-            raise ShardError(f"{url} has no shards for split {split!r}")
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def num_rows(self) -> int:
-        counts = self.manifest.get("splits", {}).get(self.split, {})
-        if "samples" in counts:
-            return int(counts["samples"])
-        fs, _ = filesystem(self.url, self.storage)
-        return sum(pq.ParquetFile(fs.open(p, "rb")).metadata.num_rows for p in self.files)
-
-    def _my_files(self) -> list[str]:
-        files = list(self.files)
-        rng = random.Random(self.seed * 1_000_003 + self.epoch)
-        if self.shuffle:
-            rng.shuffle(files)
-        info = torch.utils.data.get_worker_info()
-        workers = info.num_workers if info else 1
-        worker = info.id if info else 0
-        parts = self.world_size * workers
-        index = self.rank * workers + worker
-        return files[index::parts]
-
-    def iter_tables(self) -> Iterator[pa.Table]:
-        """Row groups of this rank's/worker's files (shuffled within each when asked)."""
-        fs, _ = filesystem(self.url, self.storage)
-        rng = np.random.default_rng(self.seed * 1_000_003 + self.epoch + 7 * self.rank)
-        for file_path in self._my_files():
-            with fs.open(file_path, "rb") as handle:
-                parquet = pq.ParquetFile(handle)
-                for group in range(parquet.num_row_groups):
-                    table = parquet.read_row_group(group, columns=self.columns)
-                    if self.shuffle and table.num_rows > 1:
-                        table = table.take(pa.array(rng.permutation(table.num_rows)))
-                    yield table
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        buffered: list[pa.Table] = []
-        count = 0
-        for table in self.iter_tables():
-            buffered.append(table)
-            count += table.num_rows
-            while count >= self.batch_size:
-                combined = pa.concat_tables(buffered)
-                yield table_to_batch(combined.slice(0, self.batch_size), self.mel_dtype)
-                rest = combined.slice(self.batch_size)
-                buffered = [rest] if rest.num_rows else []
-                count = rest.num_rows
-        if count and not self.drop_last:
-            yield table_to_batch(pa.concat_tables(buffered), self.mel_dtype)
+        return ShardDataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
