@@ -109,7 +109,7 @@ def benchmark(
 
 
 def markdown(rows: list[dict[str, float | str]], positions: list[int]) -> str:
-    header = ["model", *(f"step after {p - 1} windows (ms)" for p in positions),
+    header = ["model", *(f"step for window {p} (ms)" for p in positions),
               f"ratio {max(positions)}/{min(positions)}", "real-time factor"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in rows:
