@@ -231,7 +231,6 @@ class ShardWriter:
         self.layout = layout
         self.rows_per_row_group = rows_per_row_group
         self.rows_written = 0
-        self._pending: list[SampleRow] = []
         self._pending_tables: list[pa.Table] = []
         self._pending_table_rows = 0
         self._atomic = atomic_local_file(fs, path, temp_path)
@@ -249,9 +248,9 @@ class ShardWriter:
         self._closed = False
 
     def write_row(self, row: SampleRow) -> None:
-        self._pending.append(row)
-        if len(self._pending) >= self.rows_per_row_group:
-            self._flush_rows()
+        """Append one sample. It becomes Arrow data at once (JPEG-encoded with `jpeg`), so
+        the caller's arrays can be freed and a pending row group holds encoded rows only."""
+        self.write_table(rows_to_table([row], self.schema, self.layout))
 
     def write_table(self, table: pa.Table) -> None:
         """Append rows that are already an Arrow table of this schema (used by compaction)."""
@@ -265,13 +264,6 @@ class ShardWriter:
             self._pending_tables = [rest] if rest.num_rows else []
             self._pending_table_rows = rest.num_rows
 
-    def _flush_rows(self) -> None:
-        if self._pending:
-            table = rows_to_table(self._pending, self.schema, self.layout)
-            self._writer.write_table(table, row_group_size=self.rows_per_row_group)
-            self.rows_written += table.num_rows
-            self._pending = []
-
     def add_metadata(self, metadata: dict[str, str]) -> None:
         """Key-value metadata for the file footer (e.g. facts known only at the end)."""
         self._writer.add_key_value_metadata(metadata)
@@ -280,7 +272,6 @@ class ShardWriter:
         """Finish the file and make it visible at `path`; returns the number of rows."""
         if self._closed:
             return self.rows_written
-        self._flush_rows()
         if self._pending_tables:
             combined = pa.concat_tables(self._pending_tables)
             self._writer.write_table(combined)
