@@ -70,6 +70,11 @@ def test_raw_shard_holds_one_binary_value_per_frame(tmp_path: Path) -> None:
     table = parquet.read()
     assert table.schema.field("frames").type == pa.list_(pa.binary(8 * 8 * 3), 6)
     assert table.schema.metadata[b"assynch.frame_format"] == b"raw"
+    group = parquet.metadata.row_group(0)
+    codecs = {group.column(i).path_in_schema: group.column(i).compression
+              for i in range(group.num_columns)}
+    assert codecs["frames.list.element"] == "LZ4"
+    assert codecs["mel.list.element"] == codecs["video_uid"] == "ZSTD"
     frames = frames_to_numpy(table.column("frames"), (8, 8, 3))
     mel = table.column("mel").combine_chunks().to_numpy_ndarray()
     assert frames.shape == (5, 6, 8, 8, 3) and frames.dtype == np.uint8

@@ -206,6 +206,29 @@ def decode_jpeg(data: bytes) -> np.ndarray:
 # Writing
 
 
+def column_compression(
+    schema: pa.Schema, compression: str, frames_compression: str
+) -> dict[str, str]:
+    """Codec per Parquet leaf column (nested columns are named `frames.list.element`; a
+    codec keyed by the top-level name alone is silently not applied). Frames are most of the
+    bytes a training worker reads, so they get their own (fast) codec."""
+    codecs: dict[str, str] = {}
+    for field in schema:
+        codec = frames_compression if field.name == "frames" else compression
+        for path in _leaf_paths(field.name, field.type):
+            codecs[path] = codec
+    return codecs
+
+
+def _leaf_paths(name: str, data_type: pa.DataType) -> list[str]:
+    if isinstance(data_type, pa.BaseExtensionType):
+        data_type = data_type.storage_type
+    if (pa.types.is_list(data_type) or pa.types.is_large_list(data_type)
+            or pa.types.is_fixed_size_list(data_type)):
+        return [f"{name}.list.{path}" for path in _leaf_paths("element", data_type.value_type)]
+    return [name]
+
+
 class ShardWriter:
     """Write one Parquet file that appears at `path` only when `close()` succeeds.
 
@@ -238,10 +261,7 @@ class ShardWriter:
         self._writer = pq.ParquetWriter(
             self._local,
             schema,
-            # Frames are most of the bytes and of the read time: lz4 decompresses ~2x faster
-            # than zstd (docs/BENCHMARKS.md); every other column gets `compression`.
-            compression={name: frames_compression if name == "frames" else compression
-                         for name in schema.names},
+            compression=column_compression(schema, compression, frames_compression),
             use_dictionary=["video_uid", "split", "config_hash"],
             write_statistics=list(SCALAR_COLUMNS),
         )
@@ -346,8 +366,8 @@ def table_to_batch(
     table: pa.Table, mel_dtype: torch.dtype | None = None
 ) -> dict[str, Any]:
     """Arrow rows -> a dict of torch tensors (strings stay lists; mel float32 unless
-    `mel_dtype`). Frames and mel are copied once, straight into the batch: Arrow's buffers
-    are read-only and a training step may write to its batch."""
+    `mel_dtype`). Frames share Arrow's memory when it is writable (Parquet reads) and are
+    copied once otherwise: a training step may write to its batch."""
     import torch
 
     mel_dtype = mel_dtype or torch.float32
@@ -381,8 +401,9 @@ def frames_to_numpy(
 ) -> np.ndarray:
     """A `frames` column in any frame format -> uint8 (N, T, H, W, 3).
 
-    `raw` and `tensor` frames of a one-chunk column come back as a read-only view of Arrow's
-    buffer; with `writable` (or several chunks) they are copied once into a new array.
+    `raw` and `tensor` frames of a one-chunk column come back as a view of Arrow's buffer
+    (writable when Arrow allocated it, e.g. read from Parquet); with `writable` a read-only
+    view, and several chunks, are copied once into a new array.
     `frame_shape` (H, W, 3) is needed for `raw` only when the schema metadata is gone
     (otherwise square RGB frames are assumed).
     """
@@ -390,8 +411,8 @@ def frames_to_numpy(
     views = [_frames_view(chunk, frame_shape) for chunk in chunks if len(chunk)]
     if not views:
         return np.zeros((0, 0, 0, 0, 3), np.uint8)
-    if len(views) == 1 and not writable:
-        return views[0]
+    if len(views) == 1 and (not writable or views[0].flags.writeable):
+        return views[0]  # buffers read from Parquet are mutable: no copy needed
     if len(views) == 1:
         return np.array(views[0], copy=True)
     out = np.empty((sum(v.shape[0] for v in views), *views[0].shape[1:]), np.uint8)
