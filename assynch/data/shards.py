@@ -150,9 +150,12 @@ def frames_array(samples: Sequence[np.ndarray], layout: ShardLayout) -> pa.Array
     if layout.frame_format == "tensor":
         return _tensor_array(samples, layout.frames_shape, np.uint8)
     count, height, width, channels = layout.frames_shape
-    stacked = np.ascontiguousarray(
-        np.stack(samples) if samples else np.zeros((0, *layout.frames_shape), np.uint8)
-    )
+    if len(samples) == 1:  # the usual case (rows are written one by one): no copy
+        stacked = np.ascontiguousarray(samples[0]).reshape(1, *layout.frames_shape)
+    else:
+        stacked = np.ascontiguousarray(
+            np.stack(samples) if samples else np.zeros((0, *layout.frames_shape), np.uint8)
+        )
     frame_bytes = height * width * channels
     values = pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(frame_bytes), len(samples) * count, [None, pa.py_buffer(stacked)]
@@ -268,8 +271,9 @@ class ShardWriter:
         self._closed = False
 
     def write_row(self, row: SampleRow) -> None:
-        """Append one sample. It becomes Arrow data at once (JPEG-encoded with `jpeg`), so
-        the caller's arrays can be freed and a pending row group holds encoded rows only."""
+        """Append one sample. It becomes Arrow data at once (JPEG-encoded with `jpeg`), so a
+        pending row group holds encoded rows only. Raw frames are referenced, not copied:
+        do not modify `row.frames` afterwards."""
         self.write_table(rows_to_table([row], self.schema, self.layout))
 
     def write_table(self, table: pa.Table) -> None:
