@@ -75,9 +75,14 @@ class VideoWorker:
 
             from assynch.data.preprocess_video import process_video
 
+            # In-process runs share the caller's torch: restore its thread count afterwards.
+            caller_threads = torch.get_num_threads()
             torch.set_num_threads(self.threads)
-            return process_video(task, self.config, deadline=wall_time.monotonic() + timeout,
-                                 decoder_threads=self.threads)
+            try:
+                return process_video(task, self.config, deadline=wall_time.monotonic() + timeout,
+                                     decoder_threads=self.threads)
+            finally:
+                torch.set_num_threads(caller_threads)
         return self._run_isolated(task, timeout)
 
     def _start_child(self) -> subprocess.Popen[bytes]:
