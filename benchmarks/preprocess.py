@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/preprocess.py [--clips 8] [--seconds 480] [--camera-clips 8]
         [--camera-seconds 120] [--workers 2] [--read-samples 24] [--memory-minutes 2 10]
-        [--skip-memory] [--work DIR]
+        [--skip-memory] [--work DIR] [--frame-storage-only]
 
 Two clip sets, both 640x480 30 fps: synthetic egocentric clips (assynch.data.synth, 8-minute
 like Ego4D's), whose simple scenes decode at several thousand frames/s per core, and
@@ -24,6 +24,8 @@ what camera footage costs. On each set:
 (c)/(d)  samples per second a training worker receives from the shards (Parquet -> torch
          batches with ShardDataset, one process), against Synchformer's way: decode each
          sample's span from its video at training time (seek, decode, resize, log-mel).
+frames   (`--frame-storage-only`) Parquet write and read time of 2 samples of 540x224x224x3
+         frames, `raw` (one binary per frame) against `tensor` (arrow.fixed_shape_tensor).
 memory   peak RSS (VmHWM) of the per-video decoding process for a 10-minute and a 2-minute
          1280x720 30 fps video (a plain PyAV writer makes them), each in a fresh process,
          full.yaml with dense samples (23 and 4 samples: the whole video is decoded).
@@ -46,6 +48,8 @@ from typing import Any
 
 import av
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from assynch.config import AssynchConfig, load_config
 from assynch.data.decode import iter_decode, probe
@@ -307,6 +311,33 @@ def memory_pass(work: Path, minutes: list[float], frame_format: str) -> list[dic
 # ---------------------------------------------------------------------------------------------
 
 
+def frame_storage_pass(work: Path) -> dict[str, dict[str, float]]:
+    """Parquet write/read time of 2 samples of 540x224x224x3 frames per frame format."""
+    from assynch.data.shards import ShardLayout, frames_array, frames_to_numpy
+
+    rng = np.random.default_rng(0)
+    ramp = np.add.outer(np.arange(224), np.arange(224)).astype(np.uint8)
+    frames = np.stack([np.dstack([np.roll(ramp, i, axis=1)] * 3) for i in range(540)])
+    samples = [frames, np.clip(frames + rng.integers(0, 4, frames.shape), 0, 255)
+               .astype(np.uint8)]
+    results = {}
+    for frame_format in ("raw", "tensor"):
+        layout = ShardLayout((540, 224, 224, 3), (1, 1), 1, frame_format=frame_format)
+        table = pa.table({"frames": frames_array(samples, layout)})
+        path = work / f"frames_{frame_format}.parquet"
+        started = time.perf_counter()
+        pq.write_table(table, path, compression="lz4", use_dictionary=False,
+                       write_statistics=False)
+        written = time.perf_counter() - started
+        started = time.perf_counter()
+        back = frames_to_numpy(pq.read_table(path).column("frames"), (224, 224, 3))
+        read = time.perf_counter() - started
+        assert np.array_equal(back[1], samples[1])
+        results[frame_format] = {"write_sec": round(written, 3), "read_sec": round(read, 3),
+                                 "file_mb": round(path.stat().st_size / 1e6, 1)}
+    return results
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -392,7 +423,13 @@ def main() -> None:
     parser.add_argument("--memory-minutes", type=float, nargs=2, default=[2.0, 10.0])
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--work", type=Path, default=Path("/tmp/assynch-bench-preprocess"))
+    parser.add_argument("--frame-storage-only", action="store_true",
+                        help="only time Parquet frame storage: raw vs tensor")
     args = parser.parse_args()
+    if args.frame_storage_only:
+        args.work.mkdir(parents=True, exist_ok=True)
+        print(json.dumps({"machine": machine(), **frame_storage_pass(args.work)}, indent=2))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("ray", "ray.data", "assynch.data.decode"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
