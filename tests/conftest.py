@@ -48,6 +48,7 @@ def ray_local() -> Iterator[Any]:
         object_store_memory=200 * 1024**2,
         include_dashboard=False,
         log_to_driver=False,
+        _node_ip_address="127.0.0.1",  # tests talk to loopback only
     )
     yield ray
     ray.shutdown()

@@ -681,9 +681,9 @@ def iter_decode(
                 "the audio stream holds no decodable audio; sync detection needs sound "
                 "(skip this video)",
             )
-        if info.video_duration_sec and video_end + 1.0 < info.video_duration_sec - (
-            info.first_video_pts_sec or 0.0
-        ):
+        header_end = (info.video_duration_sec or 0.0) - (info.first_video_pts_sec or 0.0)
+        read_to_the_end = end_sec is None or end_sec >= header_end
+        if info.video_duration_sec and read_to_the_end and video_end + 1.0 < header_end:
             log.warning(
                 "%s: video data ends at %.2f s but the header says %.2f s (the container ends "
                 "before its streams); using the decoded part",
