@@ -101,7 +101,8 @@ def init_ray(num_cpus: int | None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+        # "local": start a fresh cluster here even where a stale `ray start` left its address.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
     ray.data.DataContext.get_current().enable_progress_bars = True
 
 
