@@ -79,24 +79,16 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class DividedAttention(nn.Module):
+class DividedAttention(Attention):
     """Attention along one axis of a (frames x patches) grid, as in TimeSformer / Motionformer.
 
     The input is [CLS, grid tokens] with the grid flattened frame-major. The CLS token attends to
     every token; each grid token attends to the CLS token and to the tokens that share its other
     coordinate (the same patch in every frame for `axis="time"`, the same frame for "space").
+    Same parameters as `Attention`; only the attention pattern differs.
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"attention dim {dim} must be divisible by its {heads} heads")
-        self.heads = heads
-        self.dropout = dropout
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor, frames: int, axis: str) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, frames: int, axis: str) -> torch.Tensor:  # type: ignore[override]
         batch, tokens, dim = x.shape
         heads, patches = self.heads, (tokens - 1) // frames
         dropout = self.dropout if self.training else 0.0
