@@ -15,7 +15,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from assynch.config import AssynchConfig, ConfigError, load_config
+from assynch.config import AssynchConfig, load_config
+from assynch.errors import UserError
 
 app = typer.Typer(
     name="assynch",
@@ -40,29 +41,20 @@ SetOption = Annotated[
 ]
 
 
-class UserError(Exception):
-    """An error caused by the user's input; printed as one line without a traceback."""
+def user_errors(function: F) -> F:
+    """Turn a `UserError` (assynch/errors.py: bad config, file, URL, ...) into one line, exit 2."""
 
+    @wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except UserError as exc:
+            if _state["debug"]:
+                raise
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
 
-def user_errors(*error_types: type[BaseException]) -> Callable[[F], F]:
-    """Turn the given exception types (and ConfigError/UserError) into one line and exit 2."""
-
-    handled = (ConfigError, UserError, *error_types)
-
-    def decorate(function: F) -> F:
-        @wraps(function)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return function(*args, **kwargs)
-            except handled as exc:
-                if _state["debug"]:
-                    raise
-                console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-                raise typer.Exit(code=2) from None
-
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
+    return wrapper  # type: ignore[return-value]
 
 
 def config_from_options(config: Path | None, overrides: list[str] | None) -> AssynchConfig:
@@ -84,7 +76,7 @@ def main(
 
 
 @app.command("config")
-@user_errors()
+@user_errors
 def show_config(config: ConfigOption = None, set_: SetOption = None) -> None:
     """Validate a config (with overrides) and print it in full."""
     from assynch.config import dump_config
@@ -107,9 +99,7 @@ def inspect_video(
     set_: SetOption = None,
 ) -> None:
     """Decode VIDEO fully (target fps, 16 kHz mono) and print its streams and timings."""
-    from assynch.data.decode import DecodeError
-
-    user_errors(DecodeError)(_inspect_video)(video, as_json, config, set_)
+    user_errors(_inspect_video)(video, as_json, config, set_)
 
 
 def _inspect_video(
@@ -119,7 +109,7 @@ def _inspect_video(
 
     from rich.table import Table
 
-    from assynch.data.decode import inspect_media
+    from assynch.media.decode import inspect_media
 
     cfg = config_from_options(config, overrides)
     report = inspect_media(
@@ -178,9 +168,7 @@ def synth(
     ] = False,
 ) -> None:
     """Write synthetic egocentric clips (H.264 + AAC MP4) with a JSON of their events each."""
-    from assynch.data.synth_schema import SynthError
-
-    user_errors(SynthError)(_synth)(
+    user_errors(_synth)(
         out, count, duration, seed, width, height, fps, sample_rate, event_interval, min_gap,
         distractor_interval, kinds, distractors, ambient, camera_motion, workers, overwrite,
     )
@@ -204,7 +192,7 @@ def _synth(
     from pydantic import ValidationError
     from rich.progress import Progress
 
-    from assynch.data.synth import (
+    from assynch.synth.clips import (
         AUDIO_VISUAL_KINDS,
         SynthSpec,
         generate_clips,
@@ -258,51 +246,19 @@ def _synth(
 
 
 # --- preprocess: videos -> Parquet shards (pipelines/preprocess.py on Ray Data) ---------------
-@app.command("preprocess")
-@user_errors()
-def preprocess(
-    config: ConfigOption = None,
-    input_: Annotated[
-        str | None,
-        typer.Option("--input", help="ego4d.json, manifest.csv, folder, glob or s3:// prefix."),
-    ] = None,
-    output: Annotated[
-        str | None, typer.Option("--output", help="Folder or s3:// prefix for the shards.")
-    ] = None,
-    set_: SetOption = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Delete the previous output and redo every video.")
-    ] = False,
-    retry_errors: Annotated[
-        bool, typer.Option("--retry-errors", help="Try again the videos that failed before.")
-    ] = False,
-    num_cpus: Annotated[
-        int | None, typer.Option("--num-cpus", help="CPUs of a new local Ray.")
-    ] = None,
-) -> None:
-    """Decode videos into Parquet shards of stream samples with offset labels (Ray Data)."""
-    import json
-    import subprocess
-    import sys
+@app.command(
+    "preprocess",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def preprocess(ctx: typer.Context) -> None:
+    """Decode videos into Parquet shards of stream samples (Ray Data); `--help` lists the flags.
 
-    overrides = list(set_ or [])
-    if input_:
-        overrides.append(f"preprocess.input={json.dumps(input_)}")
-    if output:
-        overrides.append(f"preprocess.output={json.dumps(output)}")
-    config_from_options(config, overrides)  # a bad config fails here, before Ray starts
-    # The library never imports the Ray pipelines; run the same module `ray job submit` runs.
-    command = [sys.executable, "-m", "pipelines.preprocess"]
-    if config is not None:
-        command += ["--config", str(config)]
-    for override in overrides:
-        command += ["--set", override]
-    if overwrite:
-        command.append("--overwrite")
-    if retry_errors:
-        command.append("--retry-errors")
-    if num_cpus is not None:
-        command += ["--num-cpus", str(num_cpus)]
-    code = subprocess.call(command)
+    The arguments go unchanged to `python -m pipelines.preprocess`, the module that
+    `ray job submit` runs, so both accept exactly the same flags.
+    """
+    from assynch.jobs import run_job_module
+
+    code = run_job_module("preprocess", ctx.args)
     if code != 0:
         raise typer.Exit(code=code)

@@ -32,7 +32,7 @@ def clips_folder(config: AssynchConfig) -> Path:
 
 def step_synthesise(config: AssynchConfig) -> None:
     """Write the synthetic egocentric clips the rest of the quickstart reads."""
-    from assynch.data.synth import SynthSpec, generate_clips
+    from assynch.synth.clips import SynthSpec, generate_clips
 
     spec = SynthSpec(fps=config.time.fps)
     paths = generate_clips(
@@ -43,13 +43,10 @@ def step_synthesise(config: AssynchConfig) -> None:
 
 def step_decode_into_windows(config: AssynchConfig) -> None:
     """Decode one clip the way the pipeline will and cut it into model-ready stream samples."""
-    from assynch.data.decode import decode_all
-    from assynch.data.features import normalised_log_mel
-    from assynch.data.windows import (
-        cut_stream_sample,
-        plan_stream_samples,
-        stream_sample_to_model_inputs,
-    )
+    from assynch.media.decode import decode_all
+    from assynch.media.features import normalised_log_mel
+    from assynch.samples.model_inputs import stream_sample_to_model_inputs
+    from assynch.samples.plan import cut_stream_sample, plan_stream_samples
 
     clip = sorted(clips_folder(config).glob("*.mp4"))[0]
     media = decode_all(str(clip), time=config.time, video=config.video)
@@ -84,18 +81,15 @@ def step_preprocess(config: AssynchConfig) -> None:
     It runs as `python -m pipelines.preprocess`, the module `ray job submit` runs, because the
     library never imports the Ray pipelines. A rerun resumes or reports the finished output.
     """
-    import subprocess
-    import sys
     import tempfile
 
     from assynch.config import dump_config
+    from assynch.jobs import run_job_module
 
     with tempfile.TemporaryDirectory() as folder:
         config_path = Path(folder) / "quickstart.yaml"
         config_path.write_text(dump_config(config))
-        code = subprocess.call(
-            [sys.executable, "-m", "pipelines.preprocess", "--config", str(config_path)]
-        )
+        code = run_job_module("preprocess", ["--config", str(config_path)])
     if code != 0:
         raise SystemExit(f"preprocessing failed (exit code {code}); see the messages above")
 

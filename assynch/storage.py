@@ -21,13 +21,14 @@ import fsspec
 from fsspec import AbstractFileSystem
 
 from assynch.config import StorageConfig
+from assynch.errors import UserError
 
 log = logging.getLogger(__name__)
 
 TEMP_MARKER = ".tmp-"
 
 
-class StorageError(RuntimeError):
+class StorageError(UserError, RuntimeError):
     """A path or URL that cannot be reached, read or written."""
 
 

@@ -22,10 +22,10 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from media import ClipSpec, write_clip  # noqa: E402
+from media_files import ClipSpec, write_clip  # noqa: E402
 
 from assynch.config import load_config  # noqa: E402
-from assynch.data.decode import iter_decode  # noqa: E402
+from assynch.media.decode import iter_decode  # noqa: E402
 
 
 def bare_pass(path: str) -> int:

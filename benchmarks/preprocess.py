@@ -4,7 +4,7 @@
         [--camera-seconds 120] [--workers 2] [--read-samples 24] [--memory-minutes 2 10]
         [--skip-memory] [--work DIR] [--frame-storage-only]
 
-Two clip sets, both 640x480 30 fps: synthetic egocentric clips (assynch.data.synth, 8-minute
+Two clip sets, both 640x480 30 fps: synthetic egocentric clips (assynch.synth.clips, 8-minute
 like Ego4D's), whose simple scenes decode at several thousand frames/s per core, and
 "camera-like" clips (noise + pan, x264 crf 18, ~4.4 Mbit/s) that decode at ~600 frames/s, about
 what camera footage costs. On each set:
@@ -52,18 +52,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from assynch.config import AssynchConfig, load_config
-from assynch.data.decode import iter_decode, probe
-from assynch.data.features import normalised_log_mel
-from assynch.data.preprocess_plan import VideoTask
-from assynch.data.preprocess_video import usable_duration_sec
-from assynch.data.shards import ShardDataset
-from assynch.data.synth import SynthSpec, generate_clips
-from assynch.data.video_worker import VideoWorker
-from assynch.data.windows import (
+from assynch.media.decode import iter_decode, probe
+from assynch.media.features import normalised_log_mel
+from assynch.preprocess.plan import VideoTask
+from assynch.preprocess.video import usable_duration_sec
+from assynch.preprocess.worker import VideoWorker
+from assynch.samples.plan import (
     SamplePlan,
     sample_audio_range,
     sample_frame_range,
 )
+from assynch.shards.dataset import ShardDataset
+from assynch.synth.clips import SynthSpec, generate_clips
 
 log = logging.getLogger("benchmarks.preprocess")
 ROOT = Path(__file__).resolve().parents[1]
@@ -313,7 +313,8 @@ def memory_pass(work: Path, minutes: list[float], frame_format: str) -> list[dic
 
 def frame_storage_pass(work: Path) -> dict[str, dict[str, float]]:
     """Parquet write/read time of 2 samples of 540x224x224x3 frames per frame format."""
-    from assynch.data.shards import ShardLayout, frames_array, frames_to_numpy
+    from assynch.shards.format import ShardLayout, frames_array
+    from assynch.shards.reader import frames_to_numpy
 
     rng = np.random.default_rng(0)
     ramp = np.add.outer(np.arange(224), np.arange(224)).astype(np.uint8)
@@ -431,7 +432,7 @@ def main() -> None:
         print(json.dumps({"machine": machine(), **frame_storage_pass(args.work)}, indent=2))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("ray", "ray.data", "assynch.data.decode"):
+    for noisy in ("ray", "ray.data", "assynch.media.decode"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     started = time.perf_counter()
@@ -453,7 +454,7 @@ def main() -> None:
         "workers": args.workers,
         "synth": {
             "clips": f"{args.clips} x {args.seconds:g} s, 640x480 30 fps H.264 + AAC "
-                     "(assynch.data.synth)",
+                     "(assynch.synth.clips)",
             **clip_set("synth", synth_paths, synth, args.workers,
                        [("sparse_jpeg", "jpeg", False), ("sparse_raw", "raw", False)],
                        args.work, args.read_samples, "sparse_raw"),

@@ -7,7 +7,7 @@ libraries.
     python -m pipelines.preprocess --config configs/quickstart.yaml [--input X] [--output Y]
     ray job submit --working-dir . -- python -m pipelines.preprocess --config ...
 
-Two Ray Data stages, both calling library code (assynch.data.preprocess_job):
+Two Ray Data stages, both calling library code (assynch.preprocess.job):
 1. one row per video -> an actor pool of `preprocess.num_workers` decoders, each with
    `preprocess.cpus_per_worker` CPUs; every video becomes one part file or one error marker;
 2. one row per planned shard -> tasks that copy rows from the parts into shards.
@@ -28,23 +28,15 @@ from typing import Any
 import ray
 import ray.data
 
-from assynch.config import AssynchConfig, ConfigError, load_config
-from assynch.data.compaction import write_shard_row
-from assynch.data.manifest import InputError
-from assynch.data.preprocess_job import (
-    AllVideosFailedError,
-    OutputConflictError,
-    PreprocessJob,
-    PreprocessReport,
-)
-from assynch.data.preprocess_plan import ShardPlan, VideoResult, VideoTask
-from assynch.data.video_worker import VideoWorker, config_for_workers, run_video_task
-from assynch.storage import StorageError
+from assynch.config import AssynchConfig, load_config
+from assynch.errors import UserError
+from assynch.preprocess.compaction import write_shard_row
+from assynch.preprocess.job import AllVideosFailedError, PreprocessJob
+from assynch.preprocess.plan import ShardPlan, VideoResult, VideoTask
+from assynch.preprocess.report import PreprocessReport
+from assynch.preprocess.worker import VideoWorker, config_for_workers, run_video_task
 
 log = logging.getLogger("pipelines.preprocess")
-
-USER_ERRORS = (ConfigError, InputError, StorageError, OutputConflictError)
-
 
 class VideoActor:
     """A Ray Data actor: one long-lived decoding child process per actor."""
@@ -157,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, overrides)
         report = run(config, overwrite=args.overwrite, retry_errors=args.retry_errors,
                      num_cpus=args.num_cpus)
-    except USER_ERRORS as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except AllVideosFailedError as exc:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-# --- synthetic clips (assynch.data.synth) ------------------------------------------------------
+# --- synthetic clips (assynch.synth.clips) ------------------------------------------------------
 
 SYNTH_FIXTURE_COUNT = 3
 SYNTH_FIXTURE_DURATION_SEC = 12.0
@@ -19,8 +19,8 @@ SYNTH_FIXTURE_SEED = 7
 def synth_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of 3 synthetic clips (`synth_0000.mp4` ... plus their `.json` sidecars), 12 s
     each, 160x120 at 25 fps, 48 kHz mono AAC, default event rates. Read it with
-    `assynch.data.synth.list_clips(folder)`; do not modify it (other tests share it)."""
-    from assynch.data.synth import SynthSpec, generate_clips
+    `assynch.synth.clips.list_clips(folder)`; do not modify it (other tests share it)."""
+    from assynch.synth.clips import SynthSpec, generate_clips
 
     folder = tmp_path_factory.mktemp("synth_clips")
     generate_clips(

@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from media import ClipSpec, beep_onsets_sec, flash_frame_indices, truncate_file, write_clip
+from media_files import ClipSpec, beep_onsets_sec, flash_frame_indices, truncate_file, write_clip
 
 from assynch.config import AssynchConfig, StorageConfig, load_config
-from assynch.data.decode import decode_all
-from assynch.data.features import normalised_log_mel
-from assynch.data.shards import SPLITS, list_shards
-from assynch.data.windows import SamplePlan, cut_stream_sample
+from assynch.media.decode import decode_all
+from assynch.media.features import normalised_log_mel
+from assynch.samples.plan import SamplePlan, cut_stream_sample
+from assynch.shards.format import SPLITS
+from assynch.shards.reader import list_shards
 from assynch.storage import filesystem
 
 # Flash + beep pairs, irregularly spaced so that each flash has exactly one matching beep.

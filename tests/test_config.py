@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from assynch.config import AssynchConfig, ConfigError, load_config
-from assynch.data.offsets import (
+from assynch.samples.offsets import (
     class_to_offset_sec,
     nearest_offset_class,
     offset_grid_sec,

@@ -133,8 +133,9 @@ class SnapshotModel(nn.Module):
         if problems:
             raise ValueError(
                 "model input does not match the config: " + "; ".join(problems)
-                + ". Build inputs with assynch.data.windows.stream_sample_to_model_inputs and the "
-                "same config (time.segments_per_window, video.crop, audio.n_mels)."
+                + ". Build inputs with assynch.samples.model_inputs."
+                "stream_sample_to_model_inputs and the same config (time.segments_per_window, "
+                "video.crop, audio.n_mels)."
             )
 
     def encode_segments(

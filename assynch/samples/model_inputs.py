@@ -1,0 +1,101 @@
+"""Stream samples as model inputs: (W, S, ...) video segments and per-segment log-mels (torch).
+
+Offsets follow docs/DESIGN.md: positive d means the audio is early. The stored mel starts at
+audio time t + d_stored - margin, so any offset within the margin is an exact re-cut.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from assynch.config import AudioFeatures, TimeBase, VideoFeatures
+from assynch.media.features import segment_mels
+from assynch.samples.plan import sample_frames, segment_samples, window_hop_frames
+
+
+def _video_segments(frames_u8: np.ndarray | Tensor, time: TimeBase, video: VideoFeatures) -> Tensor:
+    frames = torch.as_tensor(np.asarray(frames_u8))
+    needed = sample_frames(time)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < needed:
+        raise ValueError(
+            f"frames must be uint8 (T >= {needed}, H, W, 3) covering the stream sample, got "
+            f"{tuple(frames.shape)}"
+        )
+    hop = window_hop_frames(time)
+    stride = time.segment_stride_frames
+    window_index = torch.arange(time.windows_per_sample) * hop
+    segment_index = torch.arange(time.segments_per_window) * stride
+    frame_index = torch.arange(time.segment_frames)
+    index = window_index[:, None, None] + segment_index[None, :, None] + frame_index
+    segments = frames[index]  # (W, S, F, H, W, 3) uint8
+    segments = segments.permute(0, 1, 2, 5, 3, 4).to(torch.float32)
+    return (segments / 255.0 - video.mean) / video.std
+
+
+def audio_segment_start_frames(
+    time: TimeBase,
+    audio: AudioFeatures,
+    *,
+    audio_margin_sec: float,
+    shift_sec: float = 0.0,
+) -> Tensor:
+    """(W, S) continuous mel frame where each segment starts in a stored sample's mel.
+
+    The stored mel starts at audio time t + d_stored - m; segment s of window w of offset d
+    starts at t + w * hop + s * stride + d, i.e. mel frame (w * hop + s * stride + m + shift) *
+    sample_rate / hop_length with shift = d - d_stored.
+    """
+    mel_rate = time.sample_rate / audio.hop_length  # 100 mel frames per second
+    hop = int(round(window_hop_frames(time) / time.fps * mel_rate))
+    stride = int(round(time.segment_stride_frames / time.fps * mel_rate))
+    base = int(round(audio_margin_sec * mel_rate)) + int(round(shift_sec * mel_rate))
+    windows = torch.arange(time.windows_per_sample) * hop
+    segments = torch.arange(time.segments_per_window) * stride
+    return base + windows[:, None] + segments[None, :]
+
+
+def stream_sample_to_model_inputs(
+    frames_u8: np.ndarray | Tensor,
+    mel: Tensor | np.ndarray,
+    *,
+    time: TimeBase,
+    video: VideoFeatures,
+    audio: AudioFeatures,
+    audio_margin_sec: float,
+    stored_offset_sec: float,
+    offset_sec: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Model inputs of one stored stream sample.
+
+    `frames_u8` (T, H, W, 3) covers the sample from its start; `mel` (n_mels, F) is the
+    normalised log-mel of the stored audio, which starts at t + stored_offset_sec - margin.
+    Returns video (W, S, segment_frames, 3, H, W) normalised with video.mean/std and audio
+    (W, S, n_mels, segment_mel_frames). `offset_sec` (default: the stored one) shows the sample
+    with another offset, within the stored margin.
+    """
+    offset = stored_offset_sec if offset_sec is None else offset_sec
+    shift = offset - stored_offset_sec
+    if abs(shift) > audio_margin_sec + 1e-6:
+        raise ValueError(
+            f"offset {offset} s is {abs(shift):.3f} s from the stored offset {stored_offset_sec} "
+            f"s, more than the stored audio margin of {audio_margin_sec} s; draw offsets within "
+            f"+-{audio_margin_sec} s of the stored one"
+        )
+    mel_tensor = torch.as_tensor(np.asarray(mel) if not isinstance(mel, Tensor) else mel)
+    if mel_tensor.ndim != 2 or mel_tensor.shape[0] != audio.n_mels:
+        raise ValueError(
+            f"mel must be (n_mels={audio.n_mels}, frames), got {tuple(mel_tensor.shape)}"
+        )
+    video_tensor = _video_segments(frames_u8, time, video)
+    starts = audio_segment_start_frames(
+        time, audio, audio_margin_sec=audio_margin_sec, shift_sec=shift
+    )
+    audio_tensor = segment_mels(
+        mel_tensor.to(torch.float32),
+        starts,
+        audio_cfg=audio,
+        segment_samples=segment_samples(time),
+    )
+    return video_tensor, audio_tensor

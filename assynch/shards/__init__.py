@@ -1,0 +1,1 @@
+"""The Parquet shard contract: format and layout, writer, reader, and the torch dataset."""

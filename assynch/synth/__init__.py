@@ -1,0 +1,1 @@
+"""Synthetic egocentric clips with known events (quickstart, tests, benchmarks)."""
