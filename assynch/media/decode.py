@@ -556,6 +556,210 @@ def _decode_stream_frames(
                 ) from None
 
 
+@dataclass(frozen=True)
+class _Span:
+    """Output indices of a decode span [start_sec, end_sec): frames at fps, samples at the rate.
+
+    Index i of a stream plays at i / rate; the span starts at the first index at or after
+    start_sec and stops before the first index at or after end_sec (None: to the end).
+    """
+
+    first_frame: int
+    first_sample: int
+    stop_frame: int | None
+    stop_sample: int | None
+
+    @classmethod
+    def of(cls, time: TimeBase, start_sec: float, end_sec: float | None) -> _Span:
+        def index(seconds: float, rate: float) -> int:
+            return math.ceil(seconds * rate - 1e-6)
+
+        return cls(
+            first_frame=index(start_sec, time.fps),
+            first_sample=index(start_sec, time.sample_rate),
+            stop_frame=None if end_sec is None else index(end_sec, time.fps),
+            stop_sample=None if end_sec is None else index(end_sec, time.sample_rate),
+        )
+
+
+def _check_decode_request(
+    source: str, start_sec: float, end_sec: float | None, chunk_sec: float
+) -> None:
+    if start_sec < 0 or (end_sec is not None and end_sec <= start_sec):
+        raise ValueError(
+            f"iter_decode({source}): need 0 <= start_sec < end_sec, got {start_sec}, {end_sec}"
+        )
+    if chunk_sec <= 0:
+        raise ValueError(f"iter_decode({source}): chunk_sec must be > 0, got {chunk_sec}")
+
+
+class _DecodeRun:
+    """The state of one streaming pass: which streams, the time origin, and the three stages
+    (frame picker, audio assembler, chunk buffer) that decoded frames go through."""
+
+    def __init__(
+        self,
+        source: str,
+        container: av.container.InputContainer,
+        *,
+        time: TimeBase,
+        video: VideoFeatures,
+        span: _Span,
+        end_sec: float | None,
+        chunk_sec: float,
+        require_audio: bool,
+        decoder_threads: int,
+    ) -> None:
+        self.source = source
+        self.container = container
+        self.time = time
+        self.video = video
+        self.end_sec = end_sec
+        self.require_audio = require_audio
+        self.info = _media_info(source, container)
+        self.video_stream = _video_stream(container)
+        self.audio_stream = _audio_stream(container)
+        if self.audio_stream is None and require_audio:
+            raise NoAudioError(
+                source,
+                "the video has no audio stream; sync detection needs sound (skip this video)",
+            )
+        self.video_stream.thread_type = "AUTO"
+        self.video_stream.codec_context.thread_count = decoder_threads
+        self.streams = [self.video_stream] + (
+            [self.audio_stream] if self.audio_stream is not None else []
+        )
+        self.origin: float | None = None  # container time of the first video frame (t = 0)
+        self.picker = _FramePicker(
+            time.fps, span.first_frame, span.stop_frame, _FrameConverter(video)
+        )
+        self.assembler = _AudioAssembler(time.sample_rate, span.first_sample, span.stop_sample)
+        self.buffer = _ChunkBuffer(time, chunk_sec, span.first_frame, span.first_sample)
+        self.pending_audio: list[tuple[av.AudioFrame, float | None]] = []  # before the origin
+        self.pending_sec = 0.0
+        self.audio_out: list[np.ndarray] = []
+        self.bad_packets = 0
+        self.audio_frames_seen = 0
+
+    @property
+    def audio_done(self) -> bool:
+        return self.audio_stream is None or self.assembler.done
+
+    def seek_near(self, start_sec: float) -> None:
+        """Jump close to a late start instead of decoding everything before it."""
+        if start_sec < SEEK_MIN_SEC:
+            return
+        self.origin = _first_video_time(self.container, self.source)
+        target = self.origin + start_sec - SEEK_PREROLL_SEC
+        self.container.seek(int(target / self.video_stream.time_base), stream=self.video_stream)
+
+    def packet_action(self, packet: av.Packet) -> str:
+        """'stop' when nothing more is needed, 'skip' for a packet of a finished stream."""
+        if self.picker.done and self.audio_done:
+            return "stop"
+        if packet.stream.type == "video" and self.picker.done:
+            if self.origin is not None and _past(
+                packet, self.origin, self.end_sec, STOP_AFTER_END_SEC
+            ):
+                return "stop"  # the audio ended before end_sec: do not read the rest of the file
+            return "skip"
+        if packet.stream.type == "audio" and self.assembler.done:
+            return "skip"
+        return "decode"
+
+    def decode_packet(self, packet: av.Packet) -> None:
+        try:
+            decoded = packet.decode()
+        except av.error.FFmpegError as exc:
+            self.bad_packets += 1
+            log.debug("%s: skipping an undecodable %s packet: %s", self.source,
+                      packet.stream.type, exc)
+            if self.bad_packets > MAX_BAD_PACKETS:
+                raise CorruptFileError(
+                    self.source,
+                    f"more than {MAX_BAD_PACKETS} undecodable packets ({exc}); the file is "
+                    "corrupt, re-download or re-export it",
+                ) from None
+            return
+        for frame in decoded:
+            if isinstance(frame, av.VideoFrame):
+                self._add_video_frame(frame)
+            else:
+                self._add_audio_frame(frame)
+        self.buffer.add_audio(self.audio_out)
+
+    def _add_video_frame(self, frame: av.VideoFrame) -> None:
+        if frame.pts is None:
+            return
+        if self.origin is None:
+            self.origin = float(frame.pts * frame.time_base)
+            for pending, when in self.pending_audio:
+                self.assembler.push(pending, _minus(when, self.origin), self.audio_out)
+            self.pending_audio.clear()
+        self.picker.push(frame, float(frame.pts * frame.time_base) - self.origin,
+                         self.buffer.frames)
+
+    def _add_audio_frame(self, frame: av.AudioFrame) -> None:
+        self.audio_frames_seen += 1
+        when = float(frame.pts * frame.time_base) if frame.pts is not None else None
+        if self.origin is not None:
+            self.assembler.push(frame, _minus(when, self.origin), self.audio_out)
+            return
+        # Audio before the first video frame waits until the origin is known, within a bound.
+        self.pending_audio.append((frame, when))
+        self.pending_sec += frame.samples / max(frame.sample_rate, 1)
+        if self.pending_sec > MAX_AUDIO_BEFORE_VIDEO_SEC:
+            raise CorruptFileError(
+                self.source,
+                f"no video frame decodes within the first {MAX_AUDIO_BEFORE_VIDEO_SEC:g} s of "
+                "audio; the video stream is corrupt or missing, re-download or re-export the "
+                "file",
+            )
+
+    def ready_chunks(self) -> Iterator[DecodedChunk]:
+        while self.buffer.ready(self.picker.done, self.audio_done):
+            yield self.buffer.take(self.video.crop, self.assembler.padded, self.info)
+
+    def finish(self) -> Iterator[DecodedChunk]:
+        """Flush the last frame and the resampler, check what came out, yield the rest."""
+        if self.origin is None:
+            raise CorruptFileError(
+                self.source, "no video frame could be decoded; the file is corrupt, re-download it"
+            )
+        info = self.info
+        fallback = 1.0 / info.average_fps if info.average_fps > 0 else 1.0 / self.time.fps
+        video_end = self.picker.finish(fallback, self.buffer.frames)
+        self.assembler.finish(self.audio_out)
+        self.buffer.add_audio(self.audio_out)
+        if self.audio_stream is not None and self.audio_frames_seen == 0 and self.require_audio:
+            raise NoAudioError(
+                self.source,
+                "the audio stream holds no decodable audio; sync detection needs sound "
+                "(skip this video)",
+            )
+        self._warn_about(video_end)
+        while self.buffer.frames or self.buffer.audio_count:
+            yield self.buffer.take(self.video.crop, self.assembler.padded, info)
+
+    def _warn_about(self, video_end: float) -> None:
+        info = self.info
+        header_end = (info.video_duration_sec or 0.0) - (info.first_video_pts_sec or 0.0)
+        read_to_the_end = self.end_sec is None or self.end_sec >= header_end
+        if info.video_duration_sec and read_to_the_end and video_end + 1.0 < header_end:
+            log.warning(
+                "%s: video data ends at %.2f s but the header says %.2f s (the container ends "
+                "before its streams); using the decoded part",
+                self.source, video_end, info.video_duration_sec,
+            )
+        if self.bad_packets:
+            log.warning("%s: skipped %d undecodable packets", self.source, self.bad_packets)
+        if self.assembler.padded:
+            log.info(
+                "%s: %.3f s of audio filled with zeros (audio starts late or has gaps)",
+                self.source, self.assembler.padded / self.time.sample_rate,
+            )
+
+
 def iter_decode(
     source: str,
     *,
@@ -575,130 +779,22 @@ def iter_decode(
     one stream may run longer than the other (use `decode_all` for trimmed output). Memory does
     not grow with the length of the video. `decoder_threads=0` lets FFmpeg choose.
     """
-    if start_sec < 0 or (end_sec is not None and end_sec <= start_sec):
-        raise ValueError(
-            f"iter_decode({source}): need 0 <= start_sec < end_sec, got {start_sec}, {end_sec}"
-        )
-    if chunk_sec <= 0:
-        raise ValueError(f"iter_decode({source}): chunk_sec must be > 0, got {chunk_sec}")
-    first_frame = math.ceil(start_sec * time.fps - 1e-6)
-    first_sample = math.ceil(start_sec * time.sample_rate - 1e-6)
-    stop_frame = math.ceil(end_sec * time.fps - 1e-6) if end_sec is not None else None
-    stop_sample = math.ceil(end_sec * time.sample_rate - 1e-6) if end_sec is not None else None
-
+    _check_decode_request(source, start_sec, end_sec, chunk_sec)
     with _open_container(source, storage_options) as container:
-        info = _media_info(source, container)
-        video_stream = _video_stream(container)
-        audio_stream = _audio_stream(container)
-        if audio_stream is None and require_audio:
-            raise NoAudioError(
-                source,
-                "the video has no audio stream; sync detection needs sound (skip this video)",
-            )
-        video_stream.thread_type = "AUTO"
-        video_stream.codec_context.thread_count = decoder_threads
-
-        origin: float | None = None
-        if start_sec >= SEEK_MIN_SEC:
-            origin = _first_video_time(container, source)
-            target = origin + start_sec - SEEK_PREROLL_SEC
-            container.seek(int(target / video_stream.time_base), stream=video_stream)
-
-        picker = _FramePicker(time.fps, first_frame, stop_frame, _FrameConverter(video))
-        assembler = _AudioAssembler(time.sample_rate, first_sample, stop_sample)
-        buffer = _ChunkBuffer(time, chunk_sec, first_frame, first_sample)
-        pending_audio: list[tuple[av.AudioFrame, float | None]] = []
-        audio_out: list[np.ndarray] = []
-        streams = [video_stream] + ([audio_stream] if audio_stream is not None else [])
-        bad_packets = 0
-        audio_frames_seen = 0
-        pending_sec = 0.0
-
-        def audio_done() -> bool:
-            return audio_stream is None or assembler.done
-
-        for packet in container.demux(*streams):
-            if picker.done and audio_done():
+        run = _DecodeRun(
+            source, container, time=time, video=video, span=_Span.of(time, start_sec, end_sec),
+            end_sec=end_sec, chunk_sec=chunk_sec, require_audio=require_audio,
+            decoder_threads=decoder_threads,
+        )
+        run.seek_near(start_sec)
+        for packet in container.demux(*run.streams):
+            action = run.packet_action(packet)
+            if action == "stop":
                 break
-            if packet.stream.type == "video" and picker.done:
-                if origin is not None and _past(packet, origin, end_sec, STOP_AFTER_END_SEC):
-                    break  # the audio ended before end_sec: do not read the rest of the file
-                continue
-            if packet.stream.type == "audio" and assembler.done:
-                continue
-            try:
-                decoded = packet.decode()
-            except av.error.FFmpegError as exc:
-                bad_packets += 1
-                log.debug("%s: skipping an undecodable %s packet: %s", source, packet.stream.type,
-                          exc)
-                if bad_packets > MAX_BAD_PACKETS:
-                    raise CorruptFileError(
-                        source,
-                        f"more than {MAX_BAD_PACKETS} undecodable packets ({exc}); the file is "
-                        "corrupt, re-download or re-export it",
-                    ) from None
-                continue
-            for frame in decoded:
-                if isinstance(frame, av.VideoFrame):
-                    if frame.pts is None:
-                        continue
-                    if origin is None:
-                        origin = float(frame.pts * frame.time_base)
-                        for pending, when in pending_audio:
-                            assembler.push(pending, _minus(when, origin), audio_out)
-                        pending_audio.clear()
-                    picker.push(frame, float(frame.pts * frame.time_base) - origin, buffer.frames)
-                else:
-                    audio_frames_seen += 1
-                    when = float(frame.pts * frame.time_base) if frame.pts is not None else None
-                    if origin is None:
-                        pending_audio.append((frame, when))
-                        pending_sec += frame.samples / max(frame.sample_rate, 1)
-                        if pending_sec > MAX_AUDIO_BEFORE_VIDEO_SEC:
-                            raise CorruptFileError(
-                                source,
-                                f"no video frame decodes within the first "
-                                f"{MAX_AUDIO_BEFORE_VIDEO_SEC:g} s of audio; the video stream "
-                                "is corrupt or missing, re-download or re-export the file",
-                            )
-                    else:
-                        assembler.push(frame, _minus(when, origin), audio_out)
-            buffer.add_audio(audio_out)
-            while buffer.ready(picker.done, audio_done()):
-                yield buffer.take(video.crop, assembler.padded, info)
-
-        if origin is None:
-            raise CorruptFileError(
-                source, "no video frame could be decoded; the file is corrupt, re-download it"
-            )
-        fallback = 1.0 / info.average_fps if info.average_fps > 0 else 1.0 / time.fps
-        video_end = picker.finish(fallback, buffer.frames)
-        assembler.finish(audio_out)
-        buffer.add_audio(audio_out)
-        if audio_stream is not None and audio_frames_seen == 0 and require_audio:
-            raise NoAudioError(
-                source,
-                "the audio stream holds no decodable audio; sync detection needs sound "
-                "(skip this video)",
-            )
-        header_end = (info.video_duration_sec or 0.0) - (info.first_video_pts_sec or 0.0)
-        read_to_the_end = end_sec is None or end_sec >= header_end
-        if info.video_duration_sec and read_to_the_end and video_end + 1.0 < header_end:
-            log.warning(
-                "%s: video data ends at %.2f s but the header says %.2f s (the container ends "
-                "before its streams); using the decoded part",
-                source, video_end, info.video_duration_sec,
-            )
-        if bad_packets:
-            log.warning("%s: skipped %d undecodable packets", source, bad_packets)
-        if assembler.padded:
-            log.info(
-                "%s: %.3f s of audio filled with zeros (audio starts late or has gaps)",
-                source, assembler.padded / time.sample_rate,
-            )
-        while buffer.frames or buffer.audio_count:
-            yield buffer.take(video.crop, assembler.padded, info)
+            if action == "decode":
+                run.decode_packet(packet)
+                yield from run.ready_chunks()
+        yield from run.finish()
 
 
 def _past(packet: av.Packet, origin: float, end_sec: float | None, slack_sec: float) -> bool:
@@ -731,8 +827,7 @@ def decode_all(
     audio: list[np.ndarray] = []
     info: MediaInfo | None = None
     padded = 0
-    first_frame = math.ceil(start_sec * time.fps - 1e-6)
-    first_sample = math.ceil(start_sec * time.sample_rate - 1e-6)
+    span = _Span.of(time, start_sec, end_sec)
     for chunk in iter_decode(
         source,
         time=time,
@@ -761,8 +856,8 @@ def decode_all(
         frames=all_frames,
         audio=all_audio,
         info=info,
-        first_frame=first_frame,
-        first_sample=first_sample,
+        first_frame=span.first_frame,
+        first_sample=span.first_sample,
         padded_samples=padded,
     )
 

@@ -9,6 +9,7 @@ Failures come back as a `VideoResult` with the stage and the reason.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,12 +17,14 @@ import resource
 import sys
 import threading
 import time as wall_time
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 
 from assynch.config import AssynchConfig
 from assynch.errors import AssynchError
-from assynch.media.decode import DecodeError, MediaInfo, NoAudioError, iter_decode, probe
+from assynch.media.decode import DecodedChunk, DecodeError, MediaInfo, iter_decode, probe
 from assynch.preprocess.plan import (
     DURATION_KEY,
     RESULT_KEY,
@@ -30,10 +33,7 @@ from assynch.preprocess.plan import (
     preprocess_config_hash,
 )
 from assynch.samples.cutter import CutSample, StreamSampleCutter
-from assynch.samples.plan import (
-    plan_stream_samples,
-    sample_frames,
-)
+from assynch.samples.plan import SamplePlan, plan_stream_samples, sample_frames
 from assynch.shards.format import SampleRow, shard_layout, shard_schema
 from assynch.shards.writer import ShardWriter
 from assynch.storage import filesystem, storage_options
@@ -80,6 +80,26 @@ def _row(sample: CutSample, task: VideoTask, config: AssynchConfig, config_hash:
     )
 
 
+class _StageFailure(Exception):
+    """A video that cannot become samples at one stage (probe, plan, decode), with the reason."""
+
+    def __init__(self, stage: str, reason: str) -> None:
+        super().__init__(reason)
+        self.stage = stage
+        self.reason = reason
+
+
+@contextlib.contextmanager
+def _stage(name: str) -> Iterator[None]:
+    """Bad media or an unreadable file inside this block fails the video at stage `name`."""
+    try:
+        yield
+    except DecodeError as exc:
+        raise _StageFailure(name, exc.reason) from None
+    except OSError as exc:
+        raise _StageFailure(name, f"{type(exc).__name__}: {exc}") from None
+
+
 def process_video(
     task: VideoTask,
     config: AssynchConfig,
@@ -91,88 +111,127 @@ def process_video(
     """Turn one video into its part file, or into a failure result. Never raises for bad
     media; `deadline` is a `time.monotonic()` value checked between decoded chunks."""
     started = wall_time.monotonic()
-    pre, time = config.preprocess, config.time
     options = storage_options(task.url, config.storage)
-    stage = "probe"
-
-    def failure(stage: str, reason: str) -> VideoResult:
-        return VideoResult.failure(task, stage, reason,
-                                   wall_sec=round(wall_time.monotonic() - started, 3))
-
     try:
-        info = probe(task.url, options)
-        if not info.has_audio:
-            return failure("probe", "no audio stream; sync detection needs sound")
-        duration = usable_duration_sec(info)
-        if duration is None:
-            return failure("probe", "the container states no duration; re-mux the file")
-        stage = "plan"
-        plans = plan_stream_samples(
-            task.video_uid, duration, time=time, samples=pre.samples_per_video, seed=pre.seed,
-            audio_margin_sec=pre.audio_margin_sec,
-        )
-        needed = sample_frames(time) / time.fps + 2 * pre.audio_margin_sec
-        if not plans:
-            return failure(
-                "plan",
-                f"too short: {duration:.2f} s of video with audio, one stream sample needs "
-                f"{needed:.2f} s ({time.windows_per_sample} windows + "
-                f"{pre.audio_margin_sec} s audio margin on each side)",
+        with _stage("probe"):
+            duration = _duration_with_audio(task, options)
+        with _stage("plan"):
+            plans = _plan_samples(task, config, duration)
+        with _stage("decode"):
+            return _decode_into_part(
+                task, config, plans, duration, options, started=started, deadline=deadline,
+                part_temp_path=part_temp_path, decoder_threads=decoder_threads,
             )
-        stage = "decode"
-        cutter = StreamSampleCutter(
-            plans, time=time, audio=config.audio, audio_margin_sec=pre.audio_margin_sec
+    except _StageFailure as exc:
+        stage, reason = exc.stage, exc.reason
+    except VideoTimeout:
+        stage, reason = "timeout", (
+            f"took longer than preprocess.video_timeout_sec "
+            f"({config.preprocess.video_timeout_sec:g} s); raise it for very long videos"
         )
-        fs, part_path = filesystem(task.part_path, config.storage)
-        layout = shard_layout(config)
-        config_hash = preprocess_config_hash(config)
-        schema = shard_schema(layout, {"assynch.config_hash": config_hash,
-                                       DURATION_KEY: f"{duration:.6f}"})
-        offset_classes: list[int] = []
-        # Parts are read once more by the compaction: a fast codec; shards get zstd.
-        with ShardWriter(fs, part_path, schema, layout, pre.rows_per_row_group,
-                         temp_path=part_temp_path, compression=PART_COMPRESSION) as writer:
-            for span_start, span_end in cutter.decode_spans_sec():
-                for chunk in iter_decode(
-                    task.url, time=time, video=config.video, start_sec=span_start,
-                    end_sec=span_end, storage_options=options, decoder_threads=decoder_threads,
-                ):
-                    if deadline is not None and wall_time.monotonic() > deadline:
-                        raise VideoTimeout()
-                    for sample in cutter.push(chunk):
-                        writer.write_row(_row(sample, task, config, config_hash))
-                        offset_classes.append(sample.plan.offset_class)
-                    if cutter.done:
-                        break
-            for sample in cutter.finish():
+    return VideoResult.failure(task, stage, reason,
+                               wall_sec=round(wall_time.monotonic() - started, 3))
+
+
+def _duration_with_audio(task: VideoTask, options: dict[str, Any]) -> float:
+    info = probe(task.url, options)
+    if not info.has_audio:
+        raise _StageFailure("probe", "no audio stream; sync detection needs sound")
+    duration = usable_duration_sec(info)
+    if duration is None:
+        raise _StageFailure("probe", "the container states no duration; re-mux the file")
+    return duration
+
+
+def _plan_samples(task: VideoTask, config: AssynchConfig, duration: float) -> list[SamplePlan]:
+    pre, time = config.preprocess, config.time
+    plans = plan_stream_samples(
+        task.video_uid, duration, time=time, samples=pre.samples_per_video, seed=pre.seed,
+        audio_margin_sec=pre.audio_margin_sec,
+    )
+    if not plans:
+        needed = sample_frames(time) / time.fps + 2 * pre.audio_margin_sec
+        raise _StageFailure(
+            "plan",
+            f"too short: {duration:.2f} s of video with audio, one stream sample needs "
+            f"{needed:.2f} s ({time.windows_per_sample} windows + "
+            f"{pre.audio_margin_sec} s audio margin on each side)",
+        )
+    return plans
+
+
+def _decoded_chunks(
+    task: VideoTask,
+    config: AssynchConfig,
+    cutter: StreamSampleCutter,
+    options: dict[str, Any],
+    *,
+    deadline: float | None,
+    decoder_threads: int,
+) -> Iterator[DecodedChunk]:
+    """The chunks of the spans the planned samples need, until the cutter has them all."""
+    for span_start, span_end in cutter.decode_spans_sec():
+        for chunk in iter_decode(
+            task.url, time=config.time, video=config.video, start_sec=span_start,
+            end_sec=span_end, storage_options=options, decoder_threads=decoder_threads,
+        ):
+            if deadline is not None and wall_time.monotonic() > deadline:
+                raise VideoTimeout()
+            yield chunk
+            if cutter.done:
+                break
+
+
+def _decode_into_part(
+    task: VideoTask,
+    config: AssynchConfig,
+    plans: list[SamplePlan],
+    duration: float,
+    options: dict[str, Any],
+    *,
+    started: float,
+    deadline: float | None,
+    part_temp_path: str | None,
+    decoder_threads: int,
+) -> VideoResult:
+    """Decode once, cut the planned samples, and write them as the video's part file."""
+    pre = config.preprocess
+    cutter = StreamSampleCutter(
+        plans, time=config.time, audio=config.audio, audio_margin_sec=pre.audio_margin_sec
+    )
+    fs, part_path = filesystem(task.part_path, config.storage)
+    layout = shard_layout(config)
+    config_hash = preprocess_config_hash(config)
+    schema = shard_schema(layout, {"assynch.config_hash": config_hash,
+                                   DURATION_KEY: f"{duration:.6f}"})
+    offset_classes: list[int] = []
+    # Parts are read once more by the compaction: a fast codec; shards get zstd.
+    with ShardWriter(fs, part_path, schema, layout, pre.rows_per_row_group,
+                     temp_path=part_temp_path, compression=PART_COMPRESSION) as writer:
+
+        def write(samples: Iterable[CutSample]) -> None:
+            for sample in samples:
                 writer.write_row(_row(sample, task, config, config_hash))
                 offset_classes.append(sample.plan.offset_class)
-            if not offset_classes:
-                raise DecodeError(
-                    task.url,
-                    f"too short: the decoded media ends before any of the {len(plans)} "
-                    f"planned samples does (header says {duration:.2f} s; file cut off?)",
-                )
-            result = VideoResult(
-                task.video_uid, task.url, task.split, True, samples=len(offset_classes),
-                offset_classes=offset_classes, duration_sec=round(duration, 3),
-                part_path=task.part_path,
-                wall_sec=round(wall_time.monotonic() - started, 3),
-                peak_rss_mb=_peak_rss_mb(),
+
+        for chunk in _decoded_chunks(task, config, cutter, options, deadline=deadline,
+                                     decoder_threads=decoder_threads):
+            write(cutter.push(chunk))
+        write(cutter.finish())
+        if not offset_classes:
+            raise DecodeError(
+                task.url,
+                f"too short: the decoded media ends before any of the {len(plans)} "
+                f"planned samples does (header says {duration:.2f} s; file cut off?)",
             )
-            writer.add_metadata({RESULT_KEY: result.to_json()})
-        return result
-    except VideoTimeout:
-        return failure(
-            "timeout", f"took longer than preprocess.video_timeout_sec "
-            f"({pre.video_timeout_sec:g} s); raise it for very long videos"
+        result = VideoResult(
+            task.video_uid, task.url, task.split, True, samples=len(offset_classes),
+            offset_classes=offset_classes, duration_sec=round(duration, 3),
+            part_path=task.part_path, wall_sec=round(wall_time.monotonic() - started, 3),
+            peak_rss_mb=_peak_rss_mb(),
         )
-    except NoAudioError as exc:
-        return failure(stage, exc.reason)
-    except DecodeError as exc:
-        return failure(stage, exc.reason)
-    except OSError as exc:
-        return failure(stage, f"{type(exc).__name__}: {exc}")
+        writer.add_metadata({RESULT_KEY: result.to_json()})
+    return result
 
 
 def _peak_rss_mb() -> float:
