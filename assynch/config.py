@@ -240,14 +240,6 @@ class TrackingConfig(_Section):
     alias: str = "candidate"
 
 
-class EvalConfig(_Section):
-    model_uri: str = "models:/as-synchformer@candidate"
-    shards: str = "data/shards"
-    split: Literal["train", "val", "test"] = "test"
-    batch_size: int = Field(4, gt=0)
-    output: str = "reports"
-
-
 class AssynchConfig(_Section):
     time: TimeBase = TimeBase()
     video: VideoFeatures = VideoFeatures()
@@ -257,7 +249,6 @@ class AssynchConfig(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
-    eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")
     def _audio_margin_covers_offsets(self) -> AssynchConfig:
