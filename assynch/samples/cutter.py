@@ -2,7 +2,7 @@
 
 `StreamSampleCutter` takes the chunks of `iter_decode` in order and returns each planned sample
 once its frames and its audio (with margins) have been decoded: the same arrays as
-`windows.cut_stream_sample` gives on the whole decoded video, plus the sample's normalised
+`assynch.samples.plan.cut_stream_sample` gives on the whole decoded video, plus the sample's normalised
 log-mel as float16. Decoded data before the earliest frame or audio sample that a pending sample
 still needs is dropped after every chunk, so memory is bounded by the span of the samples being
 assembled, not by the length of the video.
