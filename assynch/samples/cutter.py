@@ -2,10 +2,10 @@
 
 `StreamSampleCutter` takes the chunks of `iter_decode` in order and returns each planned sample
 once its frames and its audio (with margins) have been decoded: the same arrays as
-`assynch.samples.plan.cut_stream_sample` gives on the whole decoded video, plus the sample's normalised
-log-mel as float16. Decoded data before the earliest frame or audio sample that a pending sample
-still needs is dropped after every chunk, so memory is bounded by the span of the samples being
-assembled, not by the length of the video.
+`assynch.samples.plan.cut_stream_sample` gives on the whole decoded video, plus the sample's
+normalised log-mel as float16. Decoded data before the earliest frame or audio sample that a
+pending sample still needs is dropped after every chunk, so memory is bounded by the span of the
+samples being assembled, not by the length of the video.
 """
 
 from __future__ import annotations
