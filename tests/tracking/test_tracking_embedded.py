@@ -1,0 +1,91 @@
+"""The embedded default: SQLite in the working folder, artifacts beside it, absolute paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from assynch.config import load_config
+from assynch.errors import UserError
+from assynch.tracking import TrainingRun, default_tracking_uri, resolve_tracking_uri
+from assynch.tracking.uri import normalise_tracking_uri
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    return tmp_path
+
+
+def test_uri_resolution_order_and_absolute_sqlite(in_tmp: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config(CONFIGS / "tiny.yaml")
+    assert resolve_tracking_uri(config) == f"sqlite:///{in_tmp.resolve()}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///from-env/x.db")
+    assert resolve_tracking_uri(config) == f"sqlite:///{in_tmp.resolve()}/from-env/x.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    assert default_tracking_uri() == "http://mlflow.example:5000"
+    quickstart = load_config(CONFIGS / "quickstart.yaml")  # config wins over the environment
+    assert resolve_tracking_uri(quickstart) == (
+        f"sqlite:///{in_tmp.resolve()}/data/quickstart/mlflow.db"
+    )
+    assert normalise_tracking_uri("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
+    for bad in ("mlruns", "file:///tmp/mlruns", "sqlite:///"):
+        with pytest.raises(UserError) as caught:
+            normalise_tracking_uri(bad)
+        assert "\n" not in str(caught.value)
+
+
+def test_embedded_run_writes_sqlite_and_artifacts_beside_it(in_tmp: Path) -> None:
+    config = load_config(CONFIGS / "tiny.yaml", ["tracking.experiment=embedded"])
+    elsewhere = in_tmp / "elsewhere"
+    elsewhere.mkdir()
+    note = in_tmp / "note.txt"
+    note.write_text("hello")
+    with TrainingRun(config, tags={"world_size": 1}) as run:
+        run.log_metrics({"train/loss": 1.5}, step=1)
+        run.log_artifact(str(note), "notes")
+        run_id = run.run_id
+    db = in_tmp / "mlflow.db"
+    assert db.is_file()
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("embedded")
+    assert experiment.artifact_location == (in_tmp / "mlartifacts").resolve().as_uri()
+    finished = client.get_run(run_id)
+    assert finished.info.status == "FINISHED"
+    assert finished.data.metrics["train/loss"] == 1.5
+    assert finished.data.params["model.preset"] == "tiny"
+    artifacts = in_tmp / "mlartifacts" / run_id / "artifacts"
+    assert (artifacts / "notes" / "note.txt").read_text() == "hello"
+    assert (artifacts / "config" / "resolved_config.yaml").is_file()
+    assert not (in_tmp / "mlruns").exists()
+
+
+def test_failed_block_marks_the_run_failed(in_tmp: Path) -> None:
+    config = load_config(CONFIGS / "tiny.yaml", ["tracking.experiment=embedded-fail"])
+    with pytest.raises(RuntimeError, match="boom"):
+        with TrainingRun(config) as run:
+            run_id = run.run_id
+            raise RuntimeError("boom")
+    client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
+    assert client.get_run(run_id).info.status == "FAILED"
+    import mlflow
+
+    assert mlflow.active_run() is None
+
+
+def test_sqlite_folder_that_cannot_be_made_is_a_user_error(in_tmp: Path) -> None:
+    blocker = in_tmp / "a-file"
+    blocker.write_text("not a folder")  # (chmod would not stop root)
+    config = load_config(CONFIGS / "tiny.yaml",
+                         [f"tracking.tracking_uri=sqlite:///{blocker}/sub/mlflow.db"])
+    with pytest.raises(UserError, match="cannot create the folder") as caught:
+        with TrainingRun(config):
+            pass
+    assert "\n" not in str(caught.value)
