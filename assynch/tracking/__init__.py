@@ -10,6 +10,7 @@ from assynch.tracking.uri import (
     check_tracking_server,
     default_tracking_uri,
     resolve_tracking_uri,
+    with_resolved_tracking_uri,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "load_streaming_model",
     "manifest_digest",
     "resolve_tracking_uri",
+    "with_resolved_tracking_uri",
 ]

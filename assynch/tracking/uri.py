@@ -41,7 +41,7 @@ def _absolute_sqlite(uri: str, base: Path) -> str:
     db = Path(path)
     if not db.is_absolute():
         db = (base / db).resolve()
-    return f"sqlite:///{db.as_posix()}" if db.as_posix().startswith("/") else f"sqlite:///{db}"
+    return f"sqlite:///{db.as_posix()}"
 
 
 def normalise_tracking_uri(uri: str, base: str | Path | None = None) -> str:
@@ -54,7 +54,7 @@ def normalise_tracking_uri(uri: str, base: str | Path | None = None) -> str:
     if uri.startswith("sqlite:///"):
         return _absolute_sqlite(uri, base_path)
     scheme = urlparse(uri).scheme
-    if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
+    if scheme in ("", "file") or len(scheme) == 1:  # a folder, file:, or a Windows drive
         folder = uri.removeprefix("file://") or "."
         raise TrackingError(
             f"tracking URI {uri!r} is a plain folder (MLflow's file store, which MLflow 3.18 "
@@ -79,6 +79,15 @@ def resolve_tracking_uri(config: AssynchConfig) -> str:
     if config.tracking.tracking_uri:
         return normalise_tracking_uri(config.tracking.tracking_uri)
     return default_tracking_uri()
+
+
+def with_resolved_tracking_uri(config: AssynchConfig) -> AssynchConfig:
+    """`config` with `tracking.tracking_uri` set to `resolve_tracking_uri(config)`. Call it in the
+    driver before handing the config to Ray workers or jobs: their working folder may differ
+    (Ray unpacks `--working-dir` elsewhere), so a relative or default URI resolved there would
+    name another database."""
+    tracking = config.tracking.model_copy(update={"tracking_uri": resolve_tracking_uri(config)})
+    return config.model_copy(update={"tracking": tracking})
 
 
 def sqlite_path(uri: str) -> Path | None:

@@ -9,7 +9,12 @@ from mlflow.tracking import MlflowClient
 
 from assynch.config import load_config
 from assynch.errors import UserError
-from assynch.tracking import TrainingRun, default_tracking_uri, resolve_tracking_uri
+from assynch.tracking import (
+    TrainingRun,
+    default_tracking_uri,
+    resolve_tracking_uri,
+    with_resolved_tracking_uri,
+)
 from assynch.tracking.uri import normalise_tracking_uri
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -35,6 +40,11 @@ def test_uri_resolution_order_and_absolute_sqlite(in_tmp: Path,
     assert resolve_tracking_uri(quickstart) == (
         f"sqlite:///{in_tmp.resolve()}/data/quickstart/mlflow.db"
     )
+    resolved = with_resolved_tracking_uri(quickstart)  # what the driver hands to workers
+    assert resolved.tracking.tracking_uri == resolve_tracking_uri(quickstart)
+    assert resolved.model_copy(update={"tracking": quickstart.tracking}) == quickstart
+    monkeypatch.chdir(in_tmp / "..")  # a worker elsewhere still gets the same database
+    assert resolve_tracking_uri(resolved) == resolved.tracking.tracking_uri
     assert normalise_tracking_uri("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
     for bad in ("mlruns", "file:///tmp/mlruns", "sqlite:///"):
         with pytest.raises(UserError) as caught:
@@ -89,3 +99,31 @@ def test_sqlite_folder_that_cannot_be_made_is_a_user_error(in_tmp: Path) -> None
         with TrainingRun(config):
             pass
     assert "\n" not in str(caught.value)
+
+
+def test_checkpoint_loads_from_s3(moto_s3, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from assynch.models import build_model, save_model_checkpoint
+    from assynch.tracking import load_streaming_model
+
+    config = load_config(CONFIGS / "tiny.yaml", ["model.kind=apa"])
+    torch.manual_seed(3)
+    model = build_model(config).eval()
+    folder = tmp_path / "checkpoint_000002"
+    save_model_checkpoint(model, config, folder / "model.pt")
+    bucket = moto_s3.bucket("checkpoints")
+    moto_s3.upload_folder(folder, bucket, "run/checkpoint_000002")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_s3.endpoint_url)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+    for url in (f"s3://{bucket}/run/checkpoint_000002",
+                f"s3://{bucket}/run/checkpoint_000002/model.pt"):
+        loaded, loaded_config = load_streaming_model(url)
+        assert loaded_config.model.kind == "apa"
+        for key, value in model.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value), key
+    with pytest.raises(UserError, match="model checkpoint not found"):
+        load_streaming_model(f"s3://{bucket}/run/checkpoint_999999")

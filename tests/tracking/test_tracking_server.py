@@ -199,7 +199,10 @@ def test_registered_version_alias_and_model_metrics(logged: Logged, mlflow_serve
     assert registered.model_id in version.source  # models:/m-... (model_id is not sent over REST)
     model = client(mlflow_server).get_logged_model(registered.model_id)
     metrics = {m.key: m.value for m in model.metrics}
-    assert metrics == {"best/val/acc1": 0.15, "best/val/emd_sec": 0.7}
+    # MLflow also links the run's metrics of the moment to the model; ours are under best/.
+    assert {k: v for k, v in metrics.items() if k.startswith("best/")} == {
+        "best/val/acc1": 0.15, "best/val/emd_sec": 0.7}
+    assert "train/after_registering" not in metrics
     assert model.source_run_id == logged.run_id
 
 
@@ -213,14 +216,20 @@ def test_pyfunc_loads_in_a_fresh_process_without_pickles(logged: Logged, mlflow_
         local = pathlib.Path(mlflow.artifacts.download_artifacts(uri, dst_path=sys.argv[1] + "/m"))
         pickles = [p.name for p in local.rglob("*") if p.suffix in (".pkl", ".pickle")]
         assert not pickles, pickles
-        assert "cloudpickle" not in (local / "MLmodel").read_text()
+        flavor = mlflow.models.Model.load(str(local)).flavors["python_function"]
+        assert "python_model" not in flavor, flavor  # no pickled PythonModel ...
+        assert flavor["model_code_path"].endswith("pyfunc_model_code.py"), flavor  # but code
+        assert "assynch" not in sys.modules
         model = mlflow.pyfunc.load_model(uri)
-        assert "assynch.tracking.pyfunc" in sys.modules
+        import assynch
+        # Loaded from the package copy inside the model (code/assynch), not from this checkout.
+        assert pathlib.Path(assynch.__file__).parent.parent.name == "code", assynch.__file__
         out = model.predict({{"video": np.load(sys.argv[1] + "/video.npy"),
                               "audio": np.load(sys.argv[1] + "/audio.npy")}})
         np.save(sys.argv[1] + "/probabilities.npy", out)
     """)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "PYTHONPATH": str(REPO)}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(MLFLOW_TRACKING_URI=mlflow_server, TQDM_DISABLE="1")
     result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env,
                             capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
