@@ -45,6 +45,7 @@ from assynch.tracking.uri import (
     check_tracking_server,
     resolve_tracking_uri,
     sqlite_artifact_location,
+    ui_hint,
     using_tracking_uri,
 )
 
@@ -206,9 +207,13 @@ class TrainingRun:
     """
 
     def __init__(self, config: AssynchConfig, run_name: str | None = None,
-                 tags: Mapping[str, Any] | None = None) -> None:
+                 tags: Mapping[str, Any] | None = None, *, run_id: str | None = None) -> None:
+        """`run_id`: continue that run instead of starting one (a training job restarted from
+        a checkpoint after a worker failure or `--resume` keeps its single MLflow run; keep the
+        id in the checkpoint). Its params must match the config."""
         self.config = config
         self.run_name = run_name
+        self.resume_run_id = run_id
         self.extra_tags = dict(tags or {})
         self.tracking_uri = resolve_tracking_uri(config)
         self.run_id: str = ""
@@ -255,10 +260,13 @@ class TrainingRun:
         try:
             self._client = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
             self.experiment_id = self._experiment_id()
-            run = mlflow.start_run(
-                experiment_id=self.experiment_id, run_name=self.run_name,
-                tags=run_tags(self.extra_tags),
-            )
+            if self.resume_run_id:
+                run = self._resume(self.resume_run_id)
+            else:
+                run = mlflow.start_run(
+                    experiment_id=self.experiment_id, run_name=self.run_name,
+                    tags=run_tags(self.extra_tags),
+                )
             self.run_id = run.info.run_id
             self._log_params(flatten_config(self.config))
             self._log_config()
@@ -284,6 +292,30 @@ class TrainingRun:
             self._uri_context.__exit__(None, None, None)
             self._client = None
 
+    def _resume(self, run_id: str) -> Any:
+        try:
+            previous = self.client.get_run(run_id)
+        except MlflowException:
+            raise TrackingError(
+                f"cannot continue MLflow run {run_id}: no such run at {self.tracking_uri}; "
+                "start a new run (no run_id) or check the tracking URI"
+            ) from None
+        changed = {
+            key: (previous.data.params[key], value)
+            for key, value in flatten_config(self.config).items()
+            if key in previous.data.params and previous.data.params[key] != value
+        }
+        if changed:
+            key, (old, new) = sorted(changed.items())[0]
+            raise TrackingError(
+                f"cannot continue MLflow run {run_id} with another config: {len(changed)} "
+                f"params differ (e.g. {key}: {old!r} -> {new!r}); resume with the run's config "
+                "or start a new run"
+            )
+        run = mlflow.start_run(run_id=run_id)
+        mlflow.set_tags({**run_tags(self.extra_tags), "resumed": "true"})
+        return run
+
     def _log_params(self, params: Mapping[str, str]) -> None:
         items = list(params.items())
         for start in range(0, len(items), _PARAMS_PER_BATCH):
@@ -297,6 +329,12 @@ class TrainingRun:
                     update={"access_key_id": None, "secret_access_key": None})}
             )))
             mlflow.log_artifact(str(path), CONFIG_ARTIFACT_PATH)
+
+    @property
+    def ui_hint(self) -> str:
+        """Where to see this run: its link on a server, or the `mlflow ui` command for SQLite
+        (for the summary at the end of training)."""
+        return ui_hint(self.tracking_uri, self.experiment_id, self.run_id)
 
     # -- what training logs ---------------------------------------------------------------------
 

@@ -172,3 +172,18 @@ def using_tracking_uri(uri: str) -> Iterator[None]:
 
 
 _URI_ENV_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+def ui_hint(uri: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
+    """How to look at `uri` in the MLflow UI: a link for a server, the command for SQLite."""
+    db = sqlite_path(uri)
+    if db is not None:
+        return (f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then "
+                f"http://127.0.0.1:5000/#/experiments/{experiment_id or ''}"
+                + (f"/runs/{run_id}" if experiment_id and run_id else ""))
+    if urlparse(uri).scheme in ("http", "https"):
+        link = uri.rstrip("/") + "/#/experiments"
+        if experiment_id:
+            link += f"/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+        return link
+    return f"open the MLflow UI of {uri}"

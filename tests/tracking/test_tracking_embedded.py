@@ -62,7 +62,9 @@ def test_embedded_run_writes_sqlite_and_artifacts_beside_it(in_tmp: Path) -> Non
         run.log_metrics({"train/loss": 1.5}, step=1)
         run.log_artifact(str(note), "notes")
         run_id = run.run_id
+        hint = run.ui_hint
     db = in_tmp / "mlflow.db"
+    assert hint.startswith(f"mlflow ui --backend-store-uri sqlite:///{db}") and run_id in hint
     assert db.is_file()
     client = MlflowClient(f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("embedded")
@@ -127,3 +129,31 @@ def test_checkpoint_loads_from_s3(moto_s3, tmp_path: Path,  # type: ignore[no-un
             assert torch.equal(loaded.state_dict()[key], value), key
     with pytest.raises(UserError, match="model checkpoint not found"):
         load_streaming_model(f"s3://{bucket}/run/checkpoint_999999")
+
+
+def test_resumed_run_continues_and_bad_inputs_leave_it_usable(in_tmp: Path) -> None:
+    config = load_config(CONFIGS / "tiny.yaml", ["tracking.experiment=embedded-resume"])
+    manifest = {"config_hash": "x", "splits": {"train": {"videos": 1, "samples": 2,
+                                                          "seconds_of_video": 12.0}}}
+    with TrainingRun(config, run_name="first") as run:
+        run.log_metrics({"train/loss": 2.0}, step=1)
+        with pytest.raises(UserError, match="no split 'val'"):
+            run.log_shard_dataset(str(in_tmp / "shards"), "val", manifest)
+        with pytest.raises(UserError, match="model checkpoint not found"):
+            run.log_and_register_model(str(in_tmp / "no-checkpoint"), config, {})
+        run.log_metrics({"train/loss": 1.9}, step=2)
+        run_id = run.run_id
+    with TrainingRun(config, tags={"restart": 1}, run_id=run_id) as resumed:
+        assert resumed.run_id == run_id
+        resumed.log_metrics({"train/loss": 1.5}, step=3)
+    client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
+    history = client.get_metric_history(run_id, "train/loss")
+    assert [(m.step, m.value) for m in history] == [(1, 2.0), (2, 1.9), (3, 1.5)]
+    finished = client.get_run(run_id)
+    assert finished.info.status == "FINISHED" and finished.data.tags["resumed"] == "true"
+    assert len(client.search_runs([finished.info.experiment_id])) == 1
+    changed = load_config(CONFIGS / "tiny.yaml",
+                          ["tracking.experiment=embedded-resume", "train.epochs=9"])
+    with pytest.raises(UserError, match="train.epochs"):
+        with TrainingRun(changed, run_id=run_id):
+            pass

@@ -119,6 +119,7 @@ def logged(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Logg
                                                 {"val/acc1": 0.15, "val/emd_sec": 0.7})
         run.log_metrics({"train/after_registering": 1.0}, step=10)  # must not attach to it
         run_id = run.run_id
+        assert run.ui_hint == f"{mlflow_server}/#/experiments/{run.experiment_id}/runs/{run_id}"
     return Logged(config, model, checkpoint_dir, run_id, registered, manifest, shards,
                   video, audio, logits)
 
@@ -227,6 +228,11 @@ def test_pyfunc_loads_in_a_fresh_process_without_pickles(logged: Logged, mlflow_
         out = model.predict({{"video": np.load(sys.argv[1] + "/video.npy"),
                               "audio": np.load(sys.argv[1] + "/audio.npy")}})
         np.save(sys.argv[1] + "/probabilities.npy", out)
+        example = mlflow.models.Model.load(str(local)).load_input_example(str(local))
+        assert example["video"].shape[-2:] == (8, 8)  # small; predict resizes it to video.crop
+        probabilities = model.predict(example)
+        assert probabilities.shape == (1, 1, 21), probabilities.shape
+        assert np.allclose(probabilities.sum(-1), 1.0, atol=1e-5)
     """)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(MLFLOW_TRACKING_URI=mlflow_server, TQDM_DISABLE="1")
