@@ -14,10 +14,17 @@ import re
 import tempfile
 from pathlib import Path
 
+import mlflow
+from mlflow.entities.model_registry import RegisteredModel as MlflowRegisteredModel
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
+from mlflow.tracking import MlflowClient
+
 from assynch.config import AssynchConfig
 from assynch.errors import UserError
 from assynch.models import StreamingModel, load_model_checkpoint
 from assynch.tracking.checkpoints import local_checkpoint_file
+from assynch.tracking.pyfunc import WEIGHTS_ARTIFACT
 from assynch.tracking.uri import (
     TrackingError,
     check_tracking_server,
@@ -63,16 +70,13 @@ def load_streaming_model(uri: str, *, tracking_uri: str | None = None
         return _load_checkpoint_file(weights, uri)
 
 
-def _registered_names(client: object) -> str:
-    names = [m.name for m in client.search_registered_models(max_results=20)]  # type: ignore[attr-defined]
+def _registered_names(client: MlflowClient) -> str:
+    names = [m.name for m in client.search_registered_models(max_results=20)]
     return ", ".join(names) if names else "none"
 
 
 def _check_exists(uri: str, tracking: str) -> None:
     """Resolve registry and run references ourselves, for errors that say what is missing."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
     client = MlflowClient(tracking, registry_uri=tracking)
     where = f"at {tracking}"
     try:
@@ -117,11 +121,9 @@ def _check_exists(uri: str, tracking: str) -> None:
         raise TrackingError(f"{uri}: {exc.message.splitlines()[0]} ({where})") from None
 
 
-def _registered_model(client: object, name: str, where: str) -> object:
-    from mlflow.exceptions import MlflowException
-
+def _registered_model(client: MlflowClient, name: str, where: str) -> MlflowRegisteredModel:
     try:
-        return client.get_registered_model(name)  # type: ignore[attr-defined]
+        return client.get_registered_model(name)
     except MlflowException:
         raise TrackingError(
             f"no registered model named {name!r} {where} (registered: "
@@ -131,11 +133,6 @@ def _registered_model(client: object, name: str, where: str) -> object:
 
 def _download_weights(uri: str, tracking: str, scratch: Path) -> Path:
     """Download the logged model and return its weights file (an assynch pyfunc only)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.models import Model
-
-    from assynch.tracking.pyfunc import WEIGHTS_ARTIFACT
 
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(scratch),
