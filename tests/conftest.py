@@ -159,7 +159,9 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         ],
         stdout=log_file, stderr=subprocess.STDOUT, cwd=folder,
-        env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+        # No job runner: it forks ~8 huey processes that tests never use (2 shared cores).
+        env={**os.environ, "MLFLOW_TRACKING_URI": "",
+             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
