@@ -235,9 +235,19 @@ class TrainConfig(_Section):
 
 
 class TrackingConfig(_Section):
-    tracking_uri: str = "sqlite:///mlflow.db"
-    registered_model: str = "as-synchformer"
-    alias: str = "candidate"
+    """MLflow (docs/TRACKING.md). Read by `assynch.tracking` only."""
+
+    tracking_uri: str | None = Field(
+        None,
+        description="http(s)://host:port of an MLflow server or sqlite:///path.db; null: "
+        "$MLFLOW_TRACKING_URI, else sqlite:///<working folder>/mlflow.db",
+    )
+    experiment: str = Field("assynch", description="MLflow experiment of training runs")
+    registered_model: str = Field("as-synchformer", description="registry name of trained models")
+    alias: str = Field("candidate", description="alias set on each newly registered version")
+    connect_timeout_sec: float = Field(
+        5.0, gt=0, description="how long to wait for the tracking server before failing"
+    )
 
 
 class AssynchConfig(_Section):
