@@ -1,0 +1,2 @@
+"""MLflow helpers: runs, model logging, registry, aliases, loading (evaluation.py: evaluation runs,
+promotion and comparison)."""

@@ -1,0 +1,450 @@
+"""MLflow side of evaluation: resolve a model URI, log evaluation runs (linked to the model
+version and, with MLflow 3, to the logged model), find the champion and its numbers, move the
+alias, and read runs back for `assynch compare`.
+
+Everything MLflow-specific about evaluation lives here; the logic is in assynch/eval/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from assynch.config import AssynchConfig
+from assynch.errors import UserError
+from assynch.eval.job import EvaluationResult, ModelInfo, ResolvedModel
+from assynch.eval.metrics import METRIC_NAMES
+from assynch.eval.promotion import PromotionDecision
+from assynch.models import load_model_checkpoint
+
+log = logging.getLogger(__name__)
+
+RUN_TYPE_TAG = "assynch.run_type"
+TAG = "assynch.eval."
+DEFAULT_EXPERIMENT = "assynch-evaluation"
+URI_FORMS = "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH or a checkpoint path"
+
+
+class ModelNotFoundError(UserError, ValueError):
+    """A model URI that names nothing loadable."""
+
+
+# --- tracking server ---------------------------------------------------------------------------
+
+
+def tracking_uri_for(config: AssynchConfig, override: str | None = None) -> str:
+    """`override`, else the tracking helpers' choice (`MLFLOW_TRACKING_URI`, then
+    `tracking.tracking_uri`)."""
+    if override:
+        return override
+    try:
+        from assynch.tracking import resolve_tracking_uri  # type: ignore[attr-defined]
+    except ImportError:
+        return os.environ.get("MLFLOW_TRACKING_URI") or config.tracking.tracking_uri
+    return str(resolve_tracking_uri(config))
+
+
+def check_server(uri: str) -> None:
+    """UserError when an http(s) tracking server does not answer (MLflow itself would retry for
+    minutes)."""
+    try:
+        from assynch.tracking import check_tracking_server  # type: ignore[attr-defined]
+    except ImportError:
+        check_tracking_server = None
+    if check_tracking_server is not None:
+        check_tracking_server(uri)
+        return
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()
+    except (urllib.error.URLError, OSError) as exc:
+        raise UserError(
+            f"MLflow tracking server {uri} does not answer ({exc}); start it (mlflow server ...) "
+            f"or pass another --tracking-uri"
+        ) from None
+
+
+def _client(tracking_uri: str) -> Any:
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+# --- model URIs --------------------------------------------------------------------------------
+
+
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
+_RUNS_URI = re.compile(r"^runs:/(?P<run_id>[^/]+)(?:/(?P<path>.*))?$")
+
+
+def describe_model(uri: str, client: Any) -> ModelInfo:
+    """Registry/run facts about `uri` (ModelNotFoundError when the registry has no such model)."""
+    from mlflow.exceptions import MlflowException
+
+    models = _MODELS_URI.match(uri)
+    runs = _RUNS_URI.match(uri)
+    try:
+        if models:
+            name = models["name"]
+            if models["alias"]:
+                version = client.get_model_version_by_alias(name, models["alias"])
+            else:
+                version = client.get_model_version(name, models["version"])
+            experiment_id = (
+                client.get_run(version.run_id).info.experiment_id if version.run_id else None
+            )
+            return ModelInfo(
+                uri=uri, name=version.name, version=str(version.version),
+                model_id=getattr(version, "model_id", None), run_id=version.run_id,
+                experiment_id=experiment_id,
+            )
+        if runs:
+            run = client.get_run(runs["run_id"])
+            return ModelInfo(uri=uri, run_id=run.info.run_id,
+                             experiment_id=run.info.experiment_id)
+    except MlflowException as exc:
+        raise ModelNotFoundError(
+            f"model {uri} not found in MLflow at {client.tracking_uri} "
+            f"({str(exc).splitlines()[0]}); list registered models in the MLflow UI or pass "
+            f"one of {URI_FORMS}"
+        ) from None
+    return ModelInfo(uri=uri)
+
+
+def _checkpoint_in(folder: Path) -> Path | None:
+    candidates = sorted(folder.rglob("model.pt")) + sorted(
+        p for p in folder.rglob("*") if p.suffix in (".pt", ".ckpt") and p.name != "model.pt"
+    )
+    for path in candidates:
+        try:
+            load_model_checkpoint(path)
+        except (ValueError, FileNotFoundError, KeyError):
+            continue
+        return path
+    return None
+
+
+def _load_checkpoint_path(uri: str) -> Any:
+    path = Path(uri.removeprefix("file://"))
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise ModelNotFoundError(f"model {uri}: no such checkpoint file; pass one of {URI_FORMS}")
+    try:
+        return load_model_checkpoint(path)
+    except ValueError as exc:
+        raise ModelNotFoundError(f"model {uri}: {exc}") from None
+
+
+def _load_from_mlflow(uri: str, tracking_uri: str) -> Any:
+    """Until the tracking helpers land: download the model's artifacts and load the assynch
+    checkpoint inside them."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=folder, tracking_uri=tracking_uri
+            )
+        except MlflowException as exc:
+            raise ModelNotFoundError(
+                f"model {uri}: cannot download it from {tracking_uri} "
+                f"({str(exc).splitlines()[0]})"
+            ) from None
+        checkpoint = _checkpoint_in(Path(local))
+        if checkpoint is None:
+            raise ModelNotFoundError(
+                f"model {uri} holds no assynch checkpoint (model.pt) in its artifacts"
+            )
+        return load_model_checkpoint(checkpoint)
+
+
+def resolve_model(uri: str, *, tracking_uri: str) -> ResolvedModel:
+    """Load the streaming model (eval mode) and its config behind `uri`, with its registry facts.
+
+    Uses the tracking helpers' `load_streaming_model` when they are installed, else loads
+    checkpoint paths directly and MLflow models through their checkpoint artifact.
+    """
+    is_mlflow = uri.startswith(("models:/", "runs:/"))
+    if not is_mlflow and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", uri) and not uri.startswith(
+        "file://"
+    ):
+        raise ModelNotFoundError(f"model {uri}: unknown URI scheme; pass one of {URI_FORMS}")
+    if is_mlflow and not (_MODELS_URI.match(uri) or _RUNS_URI.match(uri)):
+        raise ModelNotFoundError(f"model {uri}: malformed URI; pass one of {URI_FORMS}")
+    info = ModelInfo(uri=uri)
+    if is_mlflow:
+        check_server(tracking_uri)
+        info = describe_model(uri, _client(tracking_uri))
+    try:
+        from assynch.tracking import load_streaming_model  # type: ignore[attr-defined]
+    except ImportError:
+        load_streaming_model = None
+    if load_streaming_model is not None:
+        model, config = load_streaming_model(uri, tracking_uri=tracking_uri)
+    elif is_mlflow:
+        model, config = _load_from_mlflow(uri, tracking_uri)
+    else:
+        model, config = _load_checkpoint_path(uri)
+    return ResolvedModel(model=model.eval(), config=config, info=info)
+
+
+# --- evaluation runs ---------------------------------------------------------------------------
+
+
+def _shard_dataset(report: dict[str, Any]) -> Any:
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    data = report["data"]
+    manifest = f"{data['shards'].rstrip('/')}/_manifest.json"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "can be interpreted in multiple ways"
+        source = resolve_dataset_source(manifest)
+    return MetaDataset(source=source, name=f"{Path(data['shards']).name}:{data['split']}",
+                       digest=data["digest"])
+
+
+def _clean(metrics: dict[str, Any]) -> dict[str, float]:
+    return {key: float(value) for key, value in metrics.items() if value is not None}
+
+
+@dataclass
+class MlflowEvaluationTracker:
+    """`assynch.eval.job.Tracker` on an MLflow tracking server / store."""
+
+    tracking_uri: str
+    client: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        check_server(self.tracking_uri)
+        self.client = _client(self.tracking_uri)
+
+    def champion(self, name: str, alias: str) -> ModelInfo | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = self.client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            return None
+        return ModelInfo(
+            uri=f"models:/{name}/{version.version}", name=name, version=str(version.version),
+            model_id=getattr(version, "model_id", None), run_id=version.run_id,
+        )
+
+    def find_evaluation(
+        self, info: ModelInfo, digest: str, split: str
+    ) -> dict[str, float] | None:
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        runs = self.client.search_runs(
+            experiment_ids=experiments,
+            filter_string=(
+                f"tags.`{RUN_TYPE_TAG}` = 'evaluation' and tags.`{TAG}model_name` = '{info.name}' "
+                f"and tags.`{TAG}model_version` = '{info.version}' and "
+                f"tags.`{TAG}data_digest` = '{digest}' and tags.`{TAG}split` = '{split}' and "
+                f"attributes.status = 'FINISHED'"
+            ),
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        for run in runs:
+            metrics = run.data.metrics
+            if "streaming/acc1" in metrics and "streaming/emd_sec" in metrics:
+                return {"acc1": metrics["streaming/acc1"], "emd_sec": metrics["streaming/emd_sec"]}
+        return None
+
+    def _experiment_id(self, result: EvaluationResult, eval_experiment: str | None) -> str:
+        import mlflow
+
+        if eval_experiment is None:
+            run_id = result.report["model"].get("run_id")
+            if run_id:
+                return str(self.client.get_run(run_id).info.experiment_id)
+            eval_experiment = DEFAULT_EXPERIMENT
+        experiment = mlflow.get_experiment_by_name(eval_experiment)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        return str(mlflow.create_experiment(eval_experiment))
+
+    def log_evaluation(self, result: EvaluationResult, eval_experiment: str | None) -> str:
+        import mlflow
+
+        report = result.report
+        model, data, settings = report["model"], report["data"], report["settings"]
+        tags = {
+            RUN_TYPE_TAG: "evaluation",
+            f"{TAG}model_uri": model["uri"],
+            f"{TAG}model_name": model["name"] or "",
+            f"{TAG}model_version": model["version"] or "",
+            f"{TAG}model_id": model["model_id"] or "",
+            f"{TAG}source_run_id": model["run_id"] or "",
+            f"{TAG}data_digest": data["digest"],
+            f"{TAG}split": data["split"],
+            f"{TAG}shards": data["shards"],
+        }
+        params = {
+            "model_uri": model["uri"], "model_kind": model["kind"], "model_preset": model["preset"],
+            "model_name": model["name"], "model_version": model["version"],
+            "shards": data["shards"], "split": data["split"], "data_digest": data["digest"],
+            "samples": data["samples"], "videos": data["videos"],
+            "windows_per_sample": data["windows_per_sample"], "modes": ",".join(settings["modes"]),
+            "batch_size": settings["batch_size"],
+            "bootstrap_resamples": settings["bootstrap_resamples"],
+            "bootstrap_seed": settings["bootstrap_seed"], "confidence": settings["confidence"],
+        }
+        label = f"v{model['version']}" if model["version"] else Path(model["uri"]).stem
+        title = " ".join(p for p in ("evaluate", model["name"], label, "on", data["split"]) if p)
+        dataset = _shard_dataset(report)
+        with mlflow.start_run(
+            experiment_id=self._experiment_id(result, eval_experiment),
+            run_name=title,
+            tags=tags,
+        ) as run:
+            mlflow.log_params({k: v for k, v in params.items() if v is not None})
+            mlflow.log_input(dataset, context="evaluation")
+            mlflow.log_metrics(_clean(report["headline"]))
+            if model["model_id"]:
+                # MLflow 3: metrics on the logged model itself (the registry page shows them).
+                linked = {
+                    f"{mode}/{name}": report["modes"][mode]["overall"][name]["value"]
+                    for mode in report["modes"] for name in METRIC_NAMES
+                }
+                mlflow.log_metrics(_clean(linked), model_id=model["model_id"], dataset=dataset)
+            for mode, summary in report["modes"].items():
+                for point in summary["curve"]:
+                    mlflow.log_metrics(
+                        _clean({f"{mode}/curve/{name}": point[name]["value"]
+                                for name in METRIC_NAMES}),
+                        step=int(point["windows_seen"]),
+                    )
+            if result.folder is not None:
+                mlflow.log_artifacts(str(result.folder))
+            run_id = str(run.info.run_id)
+        if model["name"] and model["version"]:
+            self.client.set_model_version_tag(
+                model["name"], model["version"], "assynch.last_evaluation_run", run_id
+            )
+        log.info("evaluation run %s logged to %s", run_id, self.tracking_uri)
+        return run_id
+
+    def apply_promotion(
+        self, decision: PromotionDecision, name: str, alias: str, run_id: str
+    ) -> None:
+        if decision.promote:
+            assert decision.candidate_version is not None
+            self.client.set_registered_model_alias(name, alias, decision.candidate_version)
+        self.client.set_tag(run_id, "assynch.promotion.decision",
+                            "promoted" if decision.promote else "kept")
+        self.client.set_tag(run_id, "assynch.promotion.reason", decision.reason[:5000])
+        self.client.log_dict(run_id, {**decision.as_dict(), "alias": alias}, "promotion.json")
+        numbers = {
+            "promotion/promoted": 1.0 if decision.promote else 0.0,
+            "promotion/margin_points": decision.margin_points,
+            "promotion/champion_acc1": decision.champion_acc1,
+            "promotion/champion_emd_sec": decision.champion_emd_sec,
+        }
+        for key, value in _clean(numbers).items():
+            self.client.log_metric(run_id, key, value)
+        if decision.candidate_version is not None:
+            self.client.set_model_version_tag(
+                name, decision.candidate_version, "assynch.promotion",
+                json.dumps({"promoted": decision.promote, "reason": decision.reason,
+                            "run_id": run_id}),
+            )
+        log.info("promotion: %s (%s)", "promoted" if decision.promote else "kept",
+                 decision.reason)
+
+
+# --- reading runs back (assynch compare) -------------------------------------------------------
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    name: str
+    experiment_id: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+def _record(run: Any) -> RunRecord:
+    return RunRecord(
+        run_id=run.info.run_id, name=run.info.run_name or run.info.run_id,
+        experiment_id=run.info.experiment_id, params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+        tags={k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")},
+    )
+
+
+def fetch_runs(
+    tracking_uri: str,
+    *,
+    experiment: str | None = None,
+    run_ids: tuple[str, ...] = (),
+    model_uris: tuple[str, ...] = (),
+    filter_string: str = "",
+) -> list[RunRecord]:
+    """Runs of an experiment (with an optional MLflow filter), given run ids, and the latest
+    evaluation run of each model URI. UserError when one of them does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    check_server(tracking_uri)
+    client = _client(tracking_uri)
+    records: list[RunRecord] = []
+    if experiment is not None:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise UserError(f"no MLflow experiment named {experiment!r} at {tracking_uri}")
+        runs = client.search_runs([found.experiment_id], filter_string=filter_string,
+                                  max_results=1000)
+        records += [_record(run) for run in runs]
+    for run_id in run_ids:
+        try:
+            records.append(_record(client.get_run(run_id)))
+        except MlflowException:
+            raise UserError(f"no MLflow run {run_id!r} at {tracking_uri}") from None
+    for uri in model_uris:
+        info = describe_model(uri, client)
+        if not info.name:
+            raise UserError(f"compare --model needs a registered model URI, got {uri}")
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        runs = client.search_runs(
+            experiments,
+            filter_string=(f"tags.`{RUN_TYPE_TAG}` = 'evaluation' and "
+                           f"tags.`{TAG}model_name` = '{info.name}' and "
+                           f"tags.`{TAG}model_version` = '{info.version}'"),
+            order_by=["attributes.start_time DESC"], max_results=1,
+        )
+        if not runs:
+            raise UserError(
+                f"model {uri} (version {info.version}) has no evaluation run; run "
+                f"`assynch evaluate --model {uri} --data SHARDS` first"
+            )
+        records.append(_record(runs[0]))
+    unique: dict[str, RunRecord] = {}
+    for record in records:
+        unique.setdefault(record.run_id, record)
+    return list(unique.values())
+
+
+def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) of a metric over a run, by step."""
+    client = _client(tracking_uri)
+    history = client.get_metric_history(run_id, key)
+    return sorted((int(m.step), float(m.value)) for m in history)
