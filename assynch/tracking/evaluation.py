@@ -20,6 +20,7 @@ from typing import Any
 
 from assynch.config import AssynchConfig
 from assynch.errors import UserError
+from assynch.eval.compare import ComparedRun
 from assynch.eval.job import EvaluationResult, ModelInfo, ResolvedModel
 from assynch.eval.metrics import METRIC_NAMES
 from assynch.eval.promotion import PromotionDecision
@@ -89,6 +90,19 @@ _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ve
 _RUNS_URI = re.compile(r"^runs:/(?P<run_id>[^/]+)(?:/(?P<path>.*))?$")
 
 
+_LOGGED_MODEL_SOURCE = re.compile(r"^models:/(?P<model_id>m-[0-9a-f]+)$")
+
+
+def logged_model_id(version: Any) -> str | None:
+    """The MLflow 3 LoggedModel behind a model version. Over REST `ModelVersion.model_id` comes
+    back empty (mlflow 3.17 leaves it out of the proto), so read it from the source too."""
+    model_id = getattr(version, "model_id", None)
+    if model_id:
+        return str(model_id)
+    match = _LOGGED_MODEL_SOURCE.match(str(getattr(version, "source", "") or ""))
+    return match["model_id"] if match else None
+
+
 def describe_model(uri: str, client: Any) -> ModelInfo:
     """Registry/run facts about `uri` (ModelNotFoundError when the registry has no such model)."""
     from mlflow.exceptions import MlflowException
@@ -107,7 +121,7 @@ def describe_model(uri: str, client: Any) -> ModelInfo:
             )
             return ModelInfo(
                 uri=uri, name=version.name, version=str(version.version),
-                model_id=getattr(version, "model_id", None), run_id=version.run_id,
+                model_id=logged_model_id(version), run_id=version.run_id,
                 experiment_id=experiment_id,
             )
         if runs:
@@ -244,7 +258,7 @@ class MlflowEvaluationTracker:
             return None
         return ModelInfo(
             uri=f"models:/{name}/{version.version}", name=name, version=str(version.version),
-            model_id=getattr(version, "model_id", None), run_id=version.run_id,
+            model_id=logged_model_id(version), run_id=version.run_id,
         )
 
     def find_evaluation(
@@ -373,18 +387,8 @@ class MlflowEvaluationTracker:
 # --- reading runs back (assynch compare) -------------------------------------------------------
 
 
-@dataclass
-class RunRecord:
-    run_id: str
-    name: str
-    experiment_id: str
-    params: dict[str, str]
-    metrics: dict[str, float]
-    tags: dict[str, str]
-
-
-def _record(run: Any) -> RunRecord:
-    return RunRecord(
+def _record(run: Any) -> ComparedRun:
+    return ComparedRun(
         run_id=run.info.run_id, name=run.info.run_name or run.info.run_id,
         experiment_id=run.info.experiment_id, params=dict(run.data.params),
         metrics=dict(run.data.metrics),
@@ -399,14 +403,14 @@ def fetch_runs(
     run_ids: tuple[str, ...] = (),
     model_uris: tuple[str, ...] = (),
     filter_string: str = "",
-) -> list[RunRecord]:
+) -> list[ComparedRun]:
     """Runs of an experiment (with an optional MLflow filter), given run ids, and the latest
     evaluation run of each model URI. UserError when one of them does not exist."""
     from mlflow.exceptions import MlflowException
 
     check_server(tracking_uri)
     client = _client(tracking_uri)
-    records: list[RunRecord] = []
+    records: list[ComparedRun] = []
     if experiment is not None:
         found = client.get_experiment_by_name(experiment)
         if found is None:
@@ -437,7 +441,7 @@ def fetch_runs(
                 f"`assynch evaluate --model {uri} --data SHARDS` first"
             )
         records.append(_record(runs[0]))
-    unique: dict[str, RunRecord] = {}
+    unique: dict[str, ComparedRun] = {}
     for record in records:
         unique.setdefault(record.run_id, record)
     return list(unique.values())

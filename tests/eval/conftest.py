@@ -10,30 +10,13 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
+from eval_support import SAMPLES_PER_VIDEO, VIDEOS, EvalShards, save_tiny_model
 from preprocess_support import preprocess_config, write_inputs
 
-from assynch.config import AssynchConfig
-from assynch.models import build_model, save_model_checkpoint
 from assynch.preprocess.job import run_local
-
-VIDEOS = 3  # x 2 stream samples of 2 windows each, all in the test split
-# A smaller model than `tiny` (one block per encoder) keeps each evaluation a few seconds.
-SMALL_MODEL = (
-    "model.audio_encoder.depth=1", "model.visual_encoder.depth=1", "model.sync.depth=1",
-    "model.streaming.depth=1", "model.history_windows=2",
-)
-
-
-@dataclass(frozen=True)
-class EvalShards:
-    url: str
-    config: AssynchConfig  # the preprocessing config (time base of the shards)
-    other_time_base: str  # a shard set of the same clips with another stream hop
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +24,8 @@ def eval_shards(tmp_path_factory: pytest.TempPathFactory) -> EvalShards:
     root = tmp_path_factory.mktemp("eval_shards")
     write_inputs(root / "videos", good=VIDEOS, bad=False)
     splits = "{train: 0.0, val: 0.0, test: 1.0}"
-    config = preprocess_config(str(root / "videos"), str(root / "shards"), splits=splits)
+    config = preprocess_config(str(root / "videos"), str(root / "shards"), splits=splits,
+                               samples_per_video=SAMPLES_PER_VIDEO)
     run_local(config, isolate=False)
     (root / "one").mkdir()
     shutil.copy(root / "videos" / "good0.mp4", root / "one" / "good0.mp4")
@@ -51,21 +35,6 @@ def eval_shards(tmp_path_factory: pytest.TempPathFactory) -> EvalShards:
         update={"stream_hop_sec": 2.0})})
     run_local(other, isolate=False)
     return EvalShards(url=str(root / "shards"), config=config, other_time_base=str(root / "other"))
-
-
-def model_config(shards: EvalShards, kind: str = "as_synchformer") -> AssynchConfig:
-    from assynch.config import apply_overrides, build_config
-
-    data = apply_overrides(shards.config.model_dump(mode="json"),
-                           [f"model.kind={kind}", *SMALL_MODEL])
-    return build_config(data, "test")
-
-
-def save_tiny_model(shards: EvalShards, path: Path, *, seed: int = 0,
-                    kind: str = "as_synchformer") -> Path:
-    config = model_config(shards, kind)
-    torch.manual_seed(seed)
-    return save_model_checkpoint(build_model(config), config, path)
 
 
 @pytest.fixture(scope="session")
