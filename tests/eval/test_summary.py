@@ -108,3 +108,23 @@ def test_compare_shows_only_differing_params_and_sorts_missing_metrics_last() ->
     assert header == ["rank", "run", "run id", "extra", "lr", "streaming/emd_sec"]
     assert rows[0][1:] == ["b", "b" * 12, "x", "2", "0.3000"]
     assert rows[2][-1] == "-"
+
+
+def test_quickstart_prints_the_metrics_table_and_the_ui_command() -> None:
+    from rich.console import Console
+
+    from assynch.quickstart import evaluation_table, mlflow_ui_command
+
+    report = {
+        "model": {"uri": "models:/as-synchformer@candidate"},
+        "data": {"split": "test", "samples": 4, "videos": 2},
+        "modes": summarise(random_predictions(videos=2), ("streaming",),
+                           SummarySettings(resamples=50)),
+    }
+    console = Console(record=True, width=200)
+    console.print(evaluation_table(report))
+    text = console.export_text()
+    value = report["modes"]["streaming"]["overall"]["emd_sec"]["value"]
+    assert "streaming" in text and f"{value:.3f}" in text and "ACC@1±1" in text
+    assert mlflow_ui_command("sqlite:///data/quickstart/mlflow.db") == (
+        "mlflow ui --backend-store-uri sqlite:///data/quickstart/mlflow.db --port 5000")
