@@ -36,6 +36,7 @@ from assynch.eval.predict import (
     model_to_bytes,
 )
 from assynch.models import StreamingModel
+from assynch.preprocess.worker import config_for_workers
 
 log = logging.getLogger("pipelines.evaluate")
 
@@ -68,11 +69,7 @@ def ray_predict(config: AssynchConfig) -> PredictFn:
         items: list[WorkItem],
     ) -> Iterator[Prediction]:
         model_ref = ray.put(model_to_bytes(model, model_config))
-        job_config = config.model_dump(mode="json")
-        if config.storage.secret_access_key:  # model_dump masks it
-            job_config["storage"]["secret_access_key"] = (
-                config.storage.secret_access_key.get_secret_value()
-            )
+        job_config = config_for_workers(config)  # with the storage secret for s3:// shards
         dataset = ray.data.from_items(
             [{"item": json.dumps(item.to_json())} for item in items],
             override_num_blocks=len(items),
