@@ -26,7 +26,12 @@ from typing import Any, Protocol
 
 from assynch.config import AssynchConfig, StorageConfig
 from assynch.errors import AssynchError, UserError
-from assynch.eval.data import EvaluationData, check_time_base, open_evaluation_data
+from assynch.eval.data import (
+    EvaluationData,
+    TimeBaseMismatchError,
+    check_time_base,
+    open_evaluation_data,
+)
 from assynch.eval.predict import Prediction, Predictor, WorkItem, work_items, write_predictions
 from assynch.eval.promotion import PromotionDecision, decide_promotion
 from assynch.eval.report import PREDICTIONS, REPORT_FORMAT, write_report
@@ -225,25 +230,45 @@ def run_evaluation(
         assert tracker is not None and candidate.info.name is not None
         champion = tracker.champion(candidate.info.name, settings.champion_alias)
         champion_numbers = None
+        champion_problem: str | None = None
         if champion is not None and champion.version != candidate.info.version:
             champion_numbers = tracker.find_evaluation(champion, data.digest, data.split)
             if champion_numbers is None:
                 log.info("champion %s has no evaluation on this shard set: evaluating it now",
                          champion.uri)
-                champion_result = evaluate_model(resolve(champion.uri), data, config, predict)
-                champion_result = write_result(
-                    champion_result, result_folder(config, champion, data)
-                )
-                champion_result.run_id = tracker.log_evaluation(
-                    champion_result, settings.experiment
-                )
-                outcome.champion = champion_result
-                champion_numbers = champion_result.streaming
-        decision = decide_promotion(
-            candidate_version=candidate.info.version, candidate=result.streaming,
-            champion_version=champion.version if champion else None,
-            champion=champion_numbers, margin_points=settings.promote_margin,
-        )
+                try:
+                    champion_result = evaluate_model(
+                        resolve(champion.uri), data, config, predict
+                    )
+                except TimeBaseMismatchError as exc:
+                    champion_problem = str(exc)
+                else:
+                    champion_result = write_result(
+                        champion_result, result_folder(config, champion, data)
+                    )
+                    champion_result.run_id = tracker.log_evaluation(
+                        champion_result, settings.experiment
+                    )
+                    outcome.champion = champion_result
+                    champion_numbers = champion_result.streaming
+        if champion is not None and champion_problem is not None:
+            decision = PromotionDecision(
+                promote=False,
+                reason=f"the champion (version {champion.version}) cannot be scored on this shard "
+                       f"set, so the rule cannot compare them: {champion_problem}",
+                candidate_version=candidate.info.version,
+                champion_version=champion.version,
+                candidate_acc1=result.streaming["acc1"],
+                candidate_emd_sec=result.streaming["emd_sec"],
+                champion_acc1=None, champion_emd_sec=None,
+                margin_points=settings.promote_margin,
+            )
+        else:
+            decision = decide_promotion(
+                candidate_version=candidate.info.version, candidate=result.streaming,
+                champion_version=champion.version if champion else None,
+                champion=champion_numbers, margin_points=settings.promote_margin,
+            )
         result.report["promotion"] = {**decision.as_dict(), "alias": settings.champion_alias}
         outcome.decision = decision
 

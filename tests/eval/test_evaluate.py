@@ -208,3 +208,53 @@ def test_time_base_check_names_every_difference(eval_shards: EvalShards) -> None
     assert any(d.startswith("time.windows_per_sample") for d in differences)
     assert json.dumps(data.manifest)  # the digest input is JSON
     assert len(data.digest) == 16
+
+
+class MemoryTracker:
+    """The job's Tracker without MLflow: a champion, logged results, alias moves."""
+
+    def __init__(self, champion: Any) -> None:
+        self.champion_info = champion
+        self.logged: list[Any] = []
+        self.applied: list[Any] = []
+
+    def champion(self, name: str, alias: str) -> Any:
+        return self.champion_info
+
+    def find_evaluation(self, info: Any, digest: str, split: str) -> None:
+        return None
+
+    def log_evaluation(self, result: Any, eval_experiment: str | None) -> str:
+        self.logged.append(result)
+        return f"run-{len(self.logged)}"
+
+    def apply_promotion(self, decision: Any, name: str, alias: str, run_id: str) -> None:
+        self.applied.append((decision, name, alias, run_id))
+
+
+def test_a_champion_of_another_time_base_is_not_replaced_blindly(
+    eval_shards: EvalShards, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    from assynch.eval.job import ModelInfo, ResolvedModel, predict_locally, run_evaluation
+
+    model, config = load_model_checkpoint(tiny_checkpoint)
+    other = config.model_copy(update={"time": config.time.model_copy(
+        update={"stream_hop_sec": 2.0})})
+    models = {
+        "models:/m/2": ResolvedModel(model, config, ModelInfo("models:/m/2", "m", "2")),
+        "models:/m/1": ResolvedModel(model, other, ModelInfo("models:/m/1", "m", "1")),
+    }
+    tracker = MemoryTracker(ModelInfo("models:/m/1", "m", "1"))
+    job = job_config(eval_shards.url, "models:/m/2", tmp_path, "eval.modes=[streaming]")
+    outcome = run_evaluation(
+        job, resolve=models.__getitem__, tracker=tracker, promote=True,
+        predict=lambda m, c, data, items: predict_locally(
+            m, c, data, items, batch_size=3, modes=("streaming",)),
+    )
+    decision = outcome.decision
+    assert decision is not None and not decision.promote
+    assert "cannot be scored on this shard set" in decision.reason
+    assert "time.stream_hop_sec: shards 2.4, model 2.0" in decision.reason
+    assert [r.report["model"]["version"] for r in tracker.logged] == ["2"]
+    assert tracker.applied[0][0] is decision and tracker.applied[0][2] == "champion"
+    assert read_report(outcome.result.folder)["promotion"]["promote"] is False

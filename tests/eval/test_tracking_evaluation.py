@@ -132,6 +132,17 @@ def test_evaluation_run_and_promotion_by_the_rule(
     assert champion(client) == "2"
     assert len(evaluation_runs(client, "1")) == 1  # its earlier evaluation was found and reused
 
+    # compare by model URI: each version's latest evaluation run
+    result = CliRunner().invoke(app, [
+        "compare", "--model", f"models:/{MODEL}/1", "--model", "models:/eval-fresh@champion",
+        "--sort", "streaming/emd_sec", "--tracking-uri", mlflow_server,
+        "--output", str(tmp_path / "compare"),
+    ])
+    assert result.exit_code == 0, result.output
+    header = next(line for line in (tmp_path / "compare" / "comparison.md").read_text()
+                  .splitlines() if line.startswith("| rank"))
+    assert "model_name" in header and "model_uri" in header and "split" not in header
+
 
 def test_unknown_model_uri_is_one_clear_error(
     mlflow_server: str, eval_shards: EvalShards, tmp_path: Path,
