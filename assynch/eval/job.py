@@ -167,7 +167,7 @@ def evaluate_model(
     """Steps 2-4 for one model: check, predict, summarise (nothing written yet)."""
     started = wall_time.time()
     check_time_base(data, resolved.config, resolved.info.uri)
-    items = work_items(data.files, config.storage)
+    items = work_items(data.url, list(data.files), config.storage)
     log.info("evaluating %s on %s/%s: %d row groups, %d samples, modes %s", resolved.info.uri,
              data.url, data.split, len(items), data.samples, ",".join(config.eval.modes))
     predictions = sorted(

@@ -79,11 +79,13 @@ class Prediction:
         return cls(str(row["video_uid"]), str(row["sample_id"]), int(row["offset_class"]), probs)
 
 
-def work_items(files: Sequence[str], storage: StorageConfig | None = None) -> list[WorkItem]:
-    """Every row group of `files` (paths on the shard set's filesystem), in order."""
+def work_items(
+    url: str, files: Sequence[str], storage: StorageConfig | None = None
+) -> list[WorkItem]:
+    """Every row group of `files` (paths on the filesystem of the shard set `url`), in order."""
     if not files:
         return []
-    fs, _ = filesystem(files[0], storage or StorageConfig())
+    fs, _ = filesystem(url, storage or StorageConfig())
     items = []
     for path in files:
         with fs.open(path, "rb") as handle:

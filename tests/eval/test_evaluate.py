@@ -258,3 +258,24 @@ def test_a_champion_of_another_time_base_is_not_replaced_blindly(
     assert [r.report["model"]["version"] for r in tracker.logged] == ["2"]
     assert tracker.applied[0][0] is decision and tracker.applied[0][2] == "champion"
     assert read_report(outcome.result.folder)["promotion"]["promote"] is False
+
+
+def test_shards_on_s3_give_the_same_report(
+    moto_s3: Any, ray_evaluation: Any, eval_shards: EvalShards, tiny_checkpoint: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    bucket = moto_s3.bucket("eval")
+    moto_s3.upload_folder(Path(eval_shards.url), bucket, "shards")
+    code = evaluate.main([
+        "--model", str(tiny_checkpoint), "--data", f"s3://{bucket}/shards", "--mode", "streaming",
+        "--no-tracking", "--local", "--output", str(tmp_path / "s3"),
+        "--set", "eval.bootstrap_resamples=200",
+        "--set", f"storage.endpoint_url={moto_s3.endpoint_url}",
+        "--set", "storage.region=us-east-1", "--set", "storage.access_key_id=testing",
+        "--set", "storage.secret_access_key=testing-secret",
+    ])
+    assert code == 0, capsys.readouterr().err
+    on_s3 = read_report(tmp_path / "s3")["modes"]["streaming"]["overall"]
+    local = ray_evaluation.result.report["modes"]["streaming"]["overall"]
+    for name in ("acc1", "acc1_pm1", "emd_sec"):
+        assert on_s3[name]["value"] == pytest.approx(local[name]["value"], abs=1e-6)
