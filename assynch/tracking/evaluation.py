@@ -103,6 +103,21 @@ def logged_model_id(version: Any) -> str | None:
     return match["model_id"] if match else None
 
 
+def _logged_model_of_run(client: Any, run: Any, name: str | None) -> str | None:
+    """The MLflow 3 LoggedModel that `runs:/RUN_ID/NAME` names, when there is one."""
+    if not name:
+        return None
+    try:
+        found = client.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{run.info.run_id}' AND name = '{name}'",
+            max_results=1,
+        )
+    except Exception:  # an older server without logged models: no model-linked metrics
+        return None
+    return str(found[0].model_id) if found else None
+
+
 def describe_model(uri: str, client: Any) -> ModelInfo:
     """Registry/run facts about `uri` (ModelNotFoundError when the registry has no such model)."""
     from mlflow.exceptions import MlflowException
@@ -114,6 +129,11 @@ def describe_model(uri: str, client: Any) -> ModelInfo:
             name = models["name"]
             if models["alias"]:
                 version = client.get_model_version_by_alias(name, models["alias"])
+            elif models["version"] == "latest":
+                versions = client.search_model_versions(f"name = '{name}'")
+                if not versions:
+                    raise MlflowException(f"registered model {name!r} has no versions")
+                version = max(versions, key=lambda v: int(v.version))
             else:
                 version = client.get_model_version(name, models["version"])
             experiment_id = (
@@ -127,7 +147,8 @@ def describe_model(uri: str, client: Any) -> ModelInfo:
         if runs:
             run = client.get_run(runs["run_id"])
             return ModelInfo(uri=uri, run_id=run.info.run_id,
-                             experiment_id=run.info.experiment_id)
+                             experiment_id=run.info.experiment_id,
+                             model_id=_logged_model_of_run(client, run, runs["path"]))
     except MlflowException as exc:
         raise ModelNotFoundError(
             f"model {uri} not found in MLflow at {client.tracking_uri} "

@@ -207,3 +207,17 @@ def test_compare_lists_differing_params_sorted_by_the_chosen_metric(
                                  "--tracking-uri", mlflow_server])
     assert result.exit_code == 2
     assert "no MLflow experiment named 'no-such-experiment'" in result.output
+
+
+def test_model_uris_resolve_to_their_registry_facts(
+    registry: dict[str, Any], mlflow_server: str
+) -> None:
+    from assynch.tracking.evaluation import describe_model
+
+    client = registry["client"]
+    latest = describe_model(f"models:/{MODEL}/latest", client)
+    assert (latest.name, latest.version) == (MODEL, "2")
+    assert latest.model_id == registry["model_id"] and latest.run_id == registry["run_id"]
+    assert latest.experiment_id == registry["experiment_id"]
+    from_run = describe_model(f"runs:/{registry['run_id']}/model", client)
+    assert from_run.model_id == registry["model_id"] and from_run.name is None
