@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -75,11 +76,10 @@ def check_server(uri: str) -> None:
 
 
 def _client(tracking_uri: str) -> Any:
-    import mlflow
+    """A client bound to `tracking_uri` (also the registry). Nothing here sets MLflow's global
+    tracking URI: it would leak into the caller and, through the environment, its children."""
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
@@ -192,7 +192,8 @@ def _load_from_mlflow(uri: str, tracking_uri: str) -> Any:
     with tempfile.TemporaryDirectory() as folder:
         try:
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=folder, tracking_uri=tracking_uri
+                artifact_uri=uri, dst_path=folder, tracking_uri=tracking_uri,
+                registry_uri=tracking_uri,
             )
         except MlflowException as exc:
             raise ModelNotFoundError(
@@ -241,18 +242,21 @@ def resolve_model(uri: str, *, tracking_uri: str) -> ResolvedModel:
 
 
 def _shard_dataset(report: dict[str, Any]) -> Any:
+    """The shard split as an MLflow dataset entity: source its `_manifest.json`, digest the data
+    digest."""
+    import warnings
+
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
     data = report["data"]
     manifest = f"{data['shards'].rstrip('/')}/_manifest.json"
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "can be interpreted in multiple ways"
         source = resolve_dataset_source(manifest)
-    return MetaDataset(source=source, name=f"{Path(data['shards']).name}:{data['split']}",
-                       digest=data["digest"])
+    dataset = MetaDataset(source=source, name=f"{Path(data['shards']).name}:{data['split']}",
+                          digest=data["digest"])
+    return dataset._to_mlflow_entity()
 
 
 def _clean(metrics: dict[str, Any]) -> dict[str, float]:
@@ -304,20 +308,18 @@ class MlflowEvaluationTracker:
         return None
 
     def _experiment_id(self, result: EvaluationResult, eval_experiment: str | None) -> str:
-        import mlflow
-
         if eval_experiment is None:
             run_id = result.report["model"].get("run_id")
             if run_id:
                 return str(self.client.get_run(run_id).info.experiment_id)
             eval_experiment = DEFAULT_EXPERIMENT
-        experiment = mlflow.get_experiment_by_name(eval_experiment)
+        experiment = self.client.get_experiment_by_name(eval_experiment)
         if experiment is not None:
             return str(experiment.experiment_id)
-        return str(mlflow.create_experiment(eval_experiment))
+        return str(self.client.create_experiment(eval_experiment))
 
     def log_evaluation(self, result: EvaluationResult, eval_experiment: str | None) -> str:
-        import mlflow
+        from mlflow.entities import DatasetInput, InputTag, Metric, Param
 
         report = result.report
         model, data, settings = report["model"], report["data"], report["settings"]
@@ -345,36 +347,48 @@ class MlflowEvaluationTracker:
         label = f"v{model['version']}" if model["version"] else Path(model["uri"]).stem
         title = " ".join(p for p in ("evaluate", model["name"], label, "on", data["split"]) if p)
         dataset = _shard_dataset(report)
-        with mlflow.start_run(
-            experiment_id=self._experiment_id(result, eval_experiment),
-            run_name=title,
-            tags=tags,
-        ) as run:
-            mlflow.log_params({k: v for k, v in params.items() if v is not None})
-            mlflow.log_input(dataset, context="evaluation")
-            mlflow.log_metrics(_clean(report["headline"]))
-            if model["model_id"]:
-                # MLflow 3: metrics on the logged model itself (the registry page shows them).
-                linked = {
-                    f"{mode}/{name}": report["modes"][mode]["overall"][name]["value"]
-                    for mode in report["modes"] for name in METRIC_NAMES
-                }
-                mlflow.log_metrics(_clean(linked), model_id=model["model_id"], dataset=dataset)
-            for mode, summary in report["modes"].items():
-                for point in summary["curve"]:
-                    mlflow.log_metrics(
-                        _clean({f"{mode}/curve/{name}": point[name]["value"]
-                                for name in METRIC_NAMES}),
-                        step=int(point["windows_seen"]),
-                    )
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for k, v in _clean(report["headline"]).items()]
+        for mode, summary in report["modes"].items():
+            for point in summary["curve"]:
+                metrics += [
+                    Metric(f"{mode}/curve/{name}", float(point[name]["value"]), now,
+                           int(point["windows_seen"]))
+                    for name in METRIC_NAMES if point[name]["value"] is not None
+                ]
+        if model["model_id"]:
+            # MLflow 3: metrics on the logged model itself (the registry page shows them).
+            metrics += [
+                Metric(f"{mode}/{name}", float(summary["overall"][name]["value"]), now, 0,
+                       model_id=model["model_id"], dataset_name=dataset.name,
+                       dataset_digest=dataset.digest)
+                for mode, summary in report["modes"].items() for name in METRIC_NAMES
+                if summary["overall"][name]["value"] is not None
+            ]
+        run = self.client.create_run(
+            self._experiment_id(result, eval_experiment), tags=tags, run_name=title
+        )
+        run_id = str(run.info.run_id)
+        status = "FAILED"
+        try:
+            self.client.log_batch(
+                run_id, params=[Param(k, str(v)) for k, v in params.items() if v is not None]
+            )
+            self.client.log_inputs(run_id, datasets=[
+                DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "evaluation")])
+            ])
+            for start in range(0, len(metrics), 500):  # log_batch takes 1000 metrics at most
+                self.client.log_batch(run_id, metrics=metrics[start : start + 500])
             if result.folder is not None:
-                mlflow.log_artifacts(str(result.folder))
-            run_id = str(run.info.run_id)
+                self.client.log_artifacts(run_id, str(result.folder))
+            status = "FINISHED"
+        finally:
+            self.client.set_terminated(run_id, status)
         if model["name"] and model["version"]:
             self.client.set_model_version_tag(
                 model["name"], model["version"], "assynch.last_evaluation_run", run_id
             )
-        log.info("evaluation run %s logged to %s", run_id, self.tracking_uri)
+        log.info("evaluation run %s (%s) logged to %s", run_id, title, self.tracking_uri)
         return run_id
 
     def apply_promotion(

@@ -5,6 +5,8 @@ moves `champion` only when the rule says so, and `assynch compare` reads runs ba
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,20 @@ MODEL = "eval-test"
 PYFUNC_CODE = str(Path(__file__).with_name("checkpoint_pyfunc.py"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fluent_mlflow(mlflow_server: str) -> Iterator[None]:
+    """Point MLflow's fluent API (this module's log_model and runs) at the server, and restore
+    the global tracking URI (and the MLFLOW_TRACKING_URI it exports) afterwards."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(mlflow_server)
+    yield
+    mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  # None: back to unset
+
+
 @pytest.fixture(scope="module")
 def registry(mlflow_server: str, tiny_checkpoint: Path) -> dict[str, Any]:
     """One logged model (models-from-code pyfunc holding the checkpoint) in experiment
     'training', registered three times: eval-test v1 and v2 (same weights), eval-fresh v1."""
-    mlflow.set_tracking_uri(mlflow_server)
     experiment = mlflow.set_experiment("training")
     with mlflow.start_run(run_name="train tiny") as run:
         mlflow.log_params({"learning_rate": 1e-4})
@@ -160,7 +171,6 @@ def test_unknown_model_uri_is_one_clear_error(
 def test_compare_lists_differing_params_sorted_by_the_chosen_metric(
     mlflow_server: str, tmp_path: Path
 ) -> None:
-    mlflow.set_tracking_uri(mlflow_server)
     experiment = mlflow.set_experiment("compare-test")
     runs = {  # name: (params, streaming/acc1, streaming/emd_sec, curve)
         "small-lr": ({"lr": "0.0001", "seed": "0", "kind": "apa"}, 0.30, 0.90, [0.2, 0.3]),
@@ -207,6 +217,20 @@ def test_compare_lists_differing_params_sorted_by_the_chosen_metric(
                                  "--tracking-uri", mlflow_server])
     assert result.exit_code == 2
     assert "no MLflow experiment named 'no-such-experiment'" in result.output
+
+
+def test_the_library_leaves_mlflows_global_tracking_uri_alone(
+    mlflow_server: str, tmp_path: Path
+) -> None:
+    from assynch.tracking.evaluation import MlflowEvaluationTracker, fetch_runs
+
+    mlflow.set_tracking_uri("sqlite:///" + str(tmp_path / "other.db"))
+    try:
+        MlflowEvaluationTracker(mlflow_server)
+        assert fetch_runs(mlflow_server) == []
+        assert mlflow.get_tracking_uri() == "sqlite:///" + str(tmp_path / "other.db")
+    finally:
+        mlflow.set_tracking_uri(mlflow_server)
 
 
 def test_model_uris_resolve_to_their_registry_facts(
