@@ -263,6 +263,16 @@ def _clean(metrics: dict[str, Any]) -> dict[str, float]:
     return {key: float(value) for key, value in metrics.items() if value is not None}
 
 
+def artifact_location_for(tracking_uri: str) -> str | None:
+    """For a SQLite store without a server, artifacts beside the database (`mlartifacts/`)
+    instead of `./mlruns` under whatever folder the job ran in; None (the server's choice)
+    otherwise."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    return (database.parent / "mlartifacts").resolve().as_uri()
+
+
 @dataclass
 class MlflowEvaluationTracker:
     """`assynch.eval.job.Tracker` on an MLflow tracking server / store."""
@@ -316,7 +326,9 @@ class MlflowEvaluationTracker:
         experiment = self.client.get_experiment_by_name(eval_experiment)
         if experiment is not None:
             return str(experiment.experiment_id)
-        return str(self.client.create_experiment(eval_experiment))
+        return str(self.client.create_experiment(
+            eval_experiment, artifact_location=artifact_location_for(self.tracking_uri)
+        ))
 
     def log_evaluation(self, result: EvaluationResult, eval_experiment: str | None) -> str:
         from mlflow.entities import DatasetInput, InputTag, Metric, Param

@@ -245,3 +245,11 @@ def test_model_uris_resolve_to_their_registry_facts(
     assert latest.experiment_id == registry["experiment_id"]
     from_run = describe_model(f"runs:/{registry['run_id']}/model", client)
     assert from_run.model_id == registry["model_id"] and from_run.name is None
+
+
+def test_sqlite_experiments_keep_artifacts_beside_the_database(tmp_path: Path) -> None:
+    from assynch.tracking.evaluation import artifact_location_for
+
+    assert artifact_location_for(f"sqlite:///{tmp_path}/mlflow.db") == (
+        (tmp_path / "mlartifacts").resolve().as_uri())
+    assert artifact_location_for("http://127.0.0.1:5000") is None
