@@ -48,7 +48,8 @@ def decide_promotion(
     champion: dict[str, float] | None,
     margin_points: float,
 ) -> PromotionDecision:
-    """`candidate`/`champion`: {'acc1', 'emd_sec'} on the same shard set, split and mode."""
+    """`candidate`/`champion`: {'acc1', 'emd_sec'} on the same shard set, split and mode
+    (`champion` may be None only when there is no champion or it is the candidate)."""
     common = {
         "candidate_version": candidate_version, "champion_version": champion_version,
         "candidate_acc1": candidate["acc1"], "candidate_emd_sec": candidate["emd_sec"],
@@ -56,12 +57,14 @@ def decide_promotion(
         "champion_emd_sec": champion["emd_sec"] if champion else None,
         "margin_points": margin_points,
     }
-    if champion_version is None or champion is None:
-        return PromotionDecision(promote=True, reason="there is no champion yet", **common)
-    if candidate_version is not None and candidate_version == champion_version:
+    if champion_version is not None and candidate_version == champion_version:
         return PromotionDecision(
             promote=False, reason=f"version {candidate_version} is already the champion", **common
         )
+    if champion_version is None:
+        return PromotionDecision(promote=True, reason="there is no champion yet", **common)
+    if champion is None:
+        raise ValueError(f"the champion's (version {champion_version}) numbers are needed")
     gain = (candidate["acc1"] - champion["acc1"]) * 100
     needed = f"ACC@1 {candidate['acc1']:.4f} vs champion {champion['acc1']:.4f}"
     if gain + EPSILON < margin_points:
