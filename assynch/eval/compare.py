@@ -74,16 +74,26 @@ def _format(value: float | None) -> str:
 def comparison_table(
     runs: Sequence[ComparedRun], sort_metric: str, ascending: bool | None = None
 ) -> tuple[list[str], list[list[str]]]:
-    """(header, rows): rank, run, differing params, metrics; best first."""
+    """(header, rows): rank, run, differing params, the sort metric (with its logged bootstrap
+    interval when there is one, so a reader sees whether the lead is outside the noise), the
+    other metrics; best first."""
     ordered = sort_runs(runs, sort_metric, ascending)
     params = differing_params(runs)
     metrics = shown_metrics(runs, sort_metric)
-    header = ["rank", "run", "run id", *params, *metrics]
+    low, high = f"{sort_metric}_ci_low", f"{sort_metric}_ci_high"
+    with_interval = any(low in run.metrics for run in runs)
+    header = ["rank", "run", "run id", *params, metrics[0],
+              *([f"{sort_metric} interval"] if with_interval else []), *metrics[1:]]
     rows = []
     for rank, run in enumerate(ordered, start=1):
+        interval = (
+            [f"[{_format(run.metrics.get(low))}, {_format(run.metrics.get(high))}]"
+             if low in run.metrics else MISSING] if with_interval else []
+        )
         rows.append([
             str(rank), run.name, run.run_id[:12], *(run.params.get(p, MISSING) for p in params),
-            *(_format(run.metrics.get(m)) for m in metrics),
+            _format(run.metrics.get(metrics[0])), *interval,
+            *(_format(run.metrics.get(m)) for m in metrics[1:]),
         ])
     return header, rows
 

@@ -109,6 +109,10 @@ def test_compare_shows_only_differing_params_and_sorts_missing_metrics_last() ->
     assert header == ["rank", "run", "run id", "extra", "lr", "streaming/emd_sec"]
     assert rows[0][1:] == ["b", "b" * 12, "x", "2", "0.3000"]
     assert rows[2][-1] == "-"
+    runs[1].metrics.update({"streaming/emd_sec_ci_low": 0.25, "streaming/emd_sec_ci_high": 0.4})
+    header, rows = comparison_table(runs, "streaming/emd_sec")
+    assert header[5:] == ["streaming/emd_sec", "streaming/emd_sec interval"]
+    assert rows[0][5:] == ["0.3000", "[0.2500, 0.4000]"] and rows[1][6] == "-"
 
 
 def test_quickstart_prints_the_metrics_table_and_the_ui_command() -> None:
