@@ -262,3 +262,102 @@ def preprocess(ctx: typer.Context) -> None:
     code = run_job_module("preprocess", ctx.args)
     if code != 0:
         raise typer.Exit(code=code)
+
+
+# --- evaluate: a model on a shard split (pipelines/evaluate.py on Ray Data) -------------------
+@app.command(
+    "evaluate",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def evaluate(ctx: typer.Context) -> None:
+    """Evaluate a model on a shard split, log it to MLflow, optionally promote it; `--help`
+    lists the flags.
+
+    The arguments go unchanged to `python -m pipelines.evaluate`, the module that
+    `ray job submit` runs, so both accept exactly the same flags.
+    """
+    from assynch.jobs import run_job_module
+
+    code = run_job_module("evaluate", ctx.args)
+    if code != 0:
+        raise typer.Exit(code=code)
+
+
+# --- compare: runs side by side (MLflow) ------------------------------------------------------
+
+
+@app.command("compare")
+def compare(
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", "-e", help="Compare every run of it.")
+    ] = None,
+    run: Annotated[
+        list[str] | None, typer.Option("--run", help="A run id (repeatable).")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="A registered model URI: its latest evaluation run "
+                     "(repeatable)."),
+    ] = None,
+    sort: Annotated[str, typer.Option(help="Metric to sort by (best first).")] = "streaming/acc1",
+    ascending: Annotated[
+        bool | None,
+        typer.Option("--ascending/--descending",
+                     help="Sort order (default: ascending for EMD/loss-like metrics)."),
+    ] = None,
+    curve: Annotated[
+        str, typer.Option(help="Metric whose history (per step) is plotted per run.")
+    ] = "streaming/curve/acc1",
+    filter_: Annotated[
+        str, typer.Option("--filter", help="MLflow search filter for --experiment, e.g. "
+                          "\"tags.`assynch.run_type` = 'evaluation'\".")
+    ] = "",
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for comparison.md and the plot.")
+    ] = Path("reports/compare"),
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI (default: the config's).")
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Runs side by side: differing params and metrics sorted by one metric (terminal table and
+    markdown), and one PNG of a metric's curve per run."""
+    user_errors(_compare)(experiment, run or [], model or [], sort, ascending, curve, filter_,
+                          output, tracking_uri, config, set_)
+
+
+def _compare(
+    experiment: str | None, runs: list[str], models: list[str], sort: str,
+    ascending: bool | None, curve: str, filter_: str, output: Path, tracking_uri: str | None,
+    config: Path | None, overrides: list[str] | None,
+) -> None:
+    from rich.table import Table
+
+    from assynch.eval.compare import comparison_table, plot_curves, plot_name, render_markdown
+    from assynch.tracking.evaluation import fetch_runs, metric_history, tracking_uri_for
+
+    if experiment is None and not runs and not models:
+        raise UserError("compare needs --experiment NAME, --run ID or --model URI")
+    uri = tracking_uri_for(config_from_options(config, overrides), tracking_uri)
+    records = fetch_runs(uri, experiment=experiment, run_ids=tuple(runs),
+                         model_uris=tuple(models), filter_string=filter_)
+    if not records:
+        raise UserError(f"no runs to compare (experiment {experiment!r}, filter {filter_!r})")
+    histories = {f"{r.name} ({r.run_id[:8]})": metric_history(uri, r.run_id, curve)
+                 for r in records}
+    output.mkdir(parents=True, exist_ok=True)
+    plot = plot_curves(histories, curve, output / plot_name(curve))
+    source = f"experiment {experiment}" if experiment else ""
+    (output / "comparison.md").write_text(
+        render_markdown(records, sort, ascending, plot=plot.name, source=source)
+    )
+    header, rows = comparison_table(records, sort, ascending)
+    table = Table(title=f"{len(records)} runs, best first by {sort}")
+    for column in header:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    typer.echo(f"markdown: {output / 'comparison.md'}\nplot: {plot}")
