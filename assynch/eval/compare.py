@@ -131,14 +131,10 @@ def plot_curves(
     histories: dict[str, list[tuple[int, float]]], metric: str, path: str | Path
 ) -> Path:
     """One line per run of `metric` against its step (windows seen for evaluation curves)."""
-    import matplotlib
+    from assynch.eval.plots import agg_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure, axis = plt.subplots(figsize=(8, 4.5))
+    figure = agg_figure(8, 4.5)
+    axis = figure.subplots()
     plotted = 0
     for label, points in histories.items():
         if not points:
@@ -152,10 +148,7 @@ def plot_curves(
     axis.grid(alpha=0.3)
     if plotted:
         axis.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=100)
 
 
 def plot_name(metric: str) -> str:

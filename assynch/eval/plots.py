@@ -15,6 +15,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 
+def agg_figure(width: float, height: float) -> Figure:
+    """A figure on its own Agg canvas: no pyplot, no global state, nothing to close."""
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
 def offset_labels(num_classes: int, step_sec: float) -> list[str]:
     """Class k <-> offset (k - centre) * step, as tick labels: '-2.0', ..., '+0.0', ..., '+2.0'."""
     centre = num_classes // 2
@@ -55,8 +62,7 @@ def confusion_figure(confusion: np.ndarray, step_sec: float = 0.2, title: str = 
     else:
         shown = counts
         colour_label = "samples"
-    figure = Figure(figsize=(7.5, 6.5), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = agg_figure(7.5, 6.5)
     axes = figure.add_subplot()
     image = axes.imshow(shown, cmap="viridis", vmin=0.0, origin="upper")
     figure.colorbar(image, ax=axes, label=colour_label)
@@ -104,8 +110,7 @@ def curves_figure(history: Sequence[Mapping[str, float]], x_key: str = "epoch",
     })
     losses = [name for name in names if _is_loss(name)]
     metrics = [name for name in names if not _is_loss(name)]
-    figure = Figure(figsize=(11, 4.5), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = agg_figure(11, 4.5)
     panels = figure.subplots(1, 2, squeeze=True)
     for axes, group, label in ((panels[0], losses, "loss"), (panels[1], metrics, "metric")):
         for name in group:

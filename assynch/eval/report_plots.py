@@ -1,4 +1,5 @@
-"""The evaluation report's plots (matplotlib, Agg backend: no display needed), one PNG each.
+"""The evaluation report's plots (matplotlib's Agg canvas, no pyplot: no display needed), one
+PNG each.
 
 The confusion matrix is the same figure training logs (`assynch.eval.plots`)."""
 
@@ -7,23 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from assynch.eval.plots import confusion_figure, save_figure  # noqa: E402
+from assynch.eval.plots import agg_figure, confusion_figure, save_figure
 
 LABELS = {"acc1": "ACC@1", "acc1_pm1": "ACC@1±1", "emd_sec": "EMD (s)"}
 
 
 def _save(figure: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=100)
 
 
 def plot_confusion(summary: dict[str, Any], mode: str, step_sec: float, path: Path) -> Path:
@@ -33,7 +26,8 @@ def plot_confusion(summary: dict[str, Any], mode: str, step_sec: float, path: Pa
 
 def plot_curves(modes: dict[str, dict[str, Any]], path: Path) -> Path:
     """ACC@1 and EMD against windows seen, one line per mode, with their bootstrap bands."""
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    figure = agg_figure(11, 4)
+    axes = figure.subplots(1, 2)
     for axis, metric in zip(axes, ("acc1", "emd_sec"), strict=True):
         for mode, summary in modes.items():
             points = summary["curve"]
@@ -60,7 +54,8 @@ def plot_error_histogram(summary: dict[str, Any], mode: str, path: Path) -> Path
     histogram = summary["error_histogram"]
     errors = np.asarray(histogram["errors_sec"])
     counts = np.asarray(histogram["counts"])
-    figure, axis = plt.subplots(figsize=(8, 4))
+    figure = agg_figure(8, 4)
+    axis = figure.subplots()
     step = float(errors[1] - errors[0]) if len(errors) > 1 else 0.2
     axis.bar(errors, counts, width=step * 0.9)
     axis.set_xlabel("predicted minus true offset (s)")
@@ -72,7 +67,8 @@ def plot_error_histogram(summary: dict[str, Any], mode: str, path: Path) -> Path
 
 def plot_reliability(summary: dict[str, Any], mode: str, path: Path) -> Path:
     table = summary["reliability"]
-    figure, axis = plt.subplots(figsize=(5, 5))
+    figure = agg_figure(5, 5)
+    axis = figure.subplots()
     axis.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
     filled = [b for b in table["bins"] if b["count"]]
     centres = [(b["low"] + b["high"]) / 2 for b in filled]

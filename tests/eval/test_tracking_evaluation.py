@@ -172,7 +172,8 @@ def test_unknown_model_uri_is_one_clear_error(
 def test_compare_lists_differing_params_sorted_by_the_chosen_metric(
     mlflow_server: str, tmp_path: Path
 ) -> None:
-    experiment = mlflow.set_experiment("compare-test")
+    # Not mlflow.set_experiment: its process-wide active experiment would leak into later tests.
+    experiment_id = MlflowClient(mlflow_server).create_experiment("compare-test")
     runs = {  # name: (params, streaming/acc1, streaming/emd_sec, curve)
         "small-lr": ({"lr": "0.0001", "seed": "0", "kind": "apa"}, 0.30, 0.90, [0.2, 0.3]),
         "large-lr": ({"lr": "0.001", "seed": "0", "kind": "apa"}, 0.50, 0.70, [0.3, 0.5]),
@@ -181,7 +182,7 @@ def test_compare_lists_differing_params_sorted_by_the_chosen_metric(
     }
     ids = {}
     for name, (params, acc1, emd, curve) in runs.items():
-        with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=name) as run:
+        with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
             mlflow.log_params(params)
             mlflow.log_metrics({"streaming/acc1": acc1, "streaming/emd_sec": emd})
             for step, value in zip((1, 2), curve, strict=True):

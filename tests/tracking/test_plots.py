@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -47,7 +48,20 @@ def test_figures_render_to_png_without_pyplot(tmp_path: Path) -> None:
     for path in paths:
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
-    assert "matplotlib.pyplot" not in sys.modules
+
+
+def test_the_plotting_modules_never_import_pyplot(tmp_path: Path) -> None:
+    """In a fresh process (other tests or libraries may import pyplot in this one): drawing
+    every kind of figure leaves pyplot, its global state and its backend choice alone."""
+    code = f"""
+import sys
+import numpy as np
+from assynch.eval import compare, plots, report_plots
+plots.save_figure(plots.confusion_figure(np.eye(21, dtype=int)), {str(tmp_path / 'c.png')!r})
+compare.plot_curves({{"run": [(1, 0.1), (2, 0.2)]}}, "acc1", {str(tmp_path / 'k.png')!r})
+assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported"
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_bad_figure_inputs_raise() -> None:
