@@ -24,7 +24,7 @@ used and each lag is scored over the overlap.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,6 +38,7 @@ from assynch.samples.plan import sample_frames, window_hop_frames
 from assynch.shards.dataset import ShardDataset
 
 Context = Literal["margin", "window"]
+VisualSignal = Callable[[np.ndarray], np.ndarray]  # (T, H, W, 3) uint8 -> (T,), NaN = unknown
 
 DEFAULT_SCALE = 20.0  # logits = scale * mean correlation; a correlation lies in [-1, 1]
 MIN_PAIRS = 8  # a lag scored over fewer (frame, audio) pairs gets correlation 0
@@ -92,9 +93,11 @@ def window_correlations(
     audio: AudioFeatures,
     audio_margin_sec: float,
     context: Context = "margin",
+    visual: VisualSignal = visual_change_energy,
 ) -> np.ndarray:
     """(W, C) correlation of visual change energy and audio onset strength per window and
-    offset class, for one stored stream sample (frames from its start, mel with margin)."""
+    offset class, for one stored stream sample (frames from its start, mel with margin).
+    `visual` replaces the per-frame visual signal (for diagnostics; the peer is the default)."""
     if context not in ("margin", "window"):
         raise ValueError(f"context must be 'margin' or 'window', got {context!r}")
     needed = sample_frames(time)
@@ -115,7 +118,7 @@ def window_correlations(
     first = relative - per_frame // 2
     scores = np.zeros((time.windows_per_sample, lags.size))
     for window, base in enumerate(bases.tolist()):
-        energy = visual_change_energy(frames_u8[window * hop : window * hop + window_frames])
+        energy = visual(frames_u8[window * hop : window * hop + window_frames])
         start = base + first
         stop = start + per_frame
         if context == "window":
@@ -190,7 +193,12 @@ def _iter_rows(url: str, split: str, config: AssynchConfig) -> Iterator[dict[str
 
 
 def correlate_split(
-    url: str, split: str, config: AssynchConfig, *, context: Context = "margin"
+    url: str,
+    split: str,
+    config: AssynchConfig,
+    *,
+    context: Context = "margin",
+    visual: VisualSignal = visual_change_energy,
 ) -> SplitCorrelations:
     """Window correlations of every stream sample of `split` in the shard set at `url`
     (made by the preprocessing job with `config`'s time base and audio features)."""
@@ -205,7 +213,7 @@ def correlate_split(
             window_correlations(
                 frames, mel, time=config.time, audio=config.audio,
                 audio_margin_sec=float(row["audio_margin_sec"]),  # type: ignore[arg-type]
-                context=context,
+                context=context, visual=visual,
             )
         )
         ids.append(str(row["sample_id"]))
