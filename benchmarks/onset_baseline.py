@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/onset_baseline.py [--clips 30] [--seconds 60] [--seed 0]
         [--levels easy hard] [--config configs/quickstart.yaml] [--samples-per-video 3]
-        [--workers 2] [--work DIR] [--json FILE]
+        [--splits TRAIN VAL TEST] [--workers 2] [--work DIR] [--json FILE]
 
 Per level: `assynch.synth` writes `--clips` clips of `--seconds` (320x240, 25 fps, the level's
 defaults), the real preprocessing job (`run_local`, in this process) turns them into shards with
@@ -44,6 +44,7 @@ from assynch.config import load_config
 from assynch.eval.metrics import offset_metrics, streaming_metrics
 from assynch.eval.onset_baseline import DEFAULT_SCALE, SplitCorrelations, correlate_split
 from assynch.preprocess.job import run_local
+from assynch.preprocess.plan import preprocess_config_hash
 from assynch.shards.format import SPLITS
 from assynch.synth.clips import SynthSpec, generate_clips
 
@@ -105,18 +106,27 @@ def bootstrap_acc1(result: SplitCorrelations, repeats: int = 2000, seed: int = 0
 
 def run_level(level: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     clips = work / level / "clips"
-    shards = work / level / "shards"
     started = time.perf_counter()
     paths = generate_clips(
         clips, count=args.clips, duration_sec=args.seconds, seed=args.seed,
         spec=SynthSpec(difficulty=level), workers=args.workers,
     )
     generated = time.perf_counter() - started
-    config = load_config(args.config, [
+    overrides = [
         f"preprocess.input={clips}",
-        f"preprocess.output={shards}",
         f"preprocess.samples_per_video={args.samples_per_video}",
-    ])
+    ]
+    if args.splits:
+        train, val, test = args.splits
+        overrides += [
+            f"preprocess.splits.train={train}",
+            f"preprocess.splits.val={val}",
+            f"preprocess.splits.test={test}",
+        ]
+    config = load_config(args.config, overrides)
+    # One shard folder per preprocessing config, so another --splits never meets old shards.
+    shards = work / level / f"shards-{preprocess_config_hash(config)[:12]}"
+    config = load_config(args.config, [*overrides, f"preprocess.output={shards}"])
     started = time.perf_counter()
     run_local(config, isolate=False)
     preprocessed = time.perf_counter() - started
@@ -204,6 +214,11 @@ def main() -> None:
     parser.add_argument("--levels", nargs="+", default=["easy", "hard"], choices=["easy", "hard"])
     parser.add_argument("--config", default="configs/quickstart.yaml")
     parser.add_argument("--samples-per-video", type=int, default=3)
+    parser.add_argument(
+        "--splits", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=None,
+        help="split fractions (default: the config's); the split is the job's hash of the clip "
+        "name, so with 30 clips the config's 0.8/0.1/0.1 may leave one clip in val and test",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work", type=Path, default=None, help="keep clips and shards here")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")

@@ -22,6 +22,9 @@ FADE_SEC = 0.24
 SPAN_MARGIN_SEC = 0.3
 EDGE_MARGIN_SEC = 0.3
 WHITE = (255, 255, 255)
+# At hard, most distractors are silent moving objects like the events' (so a moving object is
+# no sign of a sound); the rest are off-screen sounds.
+HARD_SILENT_SHARE = 0.7
 
 
 @dataclass(frozen=True)
@@ -141,9 +144,10 @@ def _place_distractors(
     gap_frames = math.ceil(SPAN_MARGIN_SEC * fps)
     spans = [(start, end) for start, _, end, _ in taken]
     placed: list[Placed] = []
+    silent_share = HARD_SILENT_SHARE if spec.difficulty == "hard" else 0.5
     t = rng.exponential(spec.distractor_interval_sec)
     while t * fps < num_frames:
-        kind = "silent_motion" if rng.random() < 0.5 else "offscreen_sound"
+        kind = "silent_motion" if rng.random() < silent_share else "offscreen_sound"
         drafter = _draft_silent_motion_hard if (
             kind == "silent_motion" and spec.difficulty == "hard"
         ) else _DRAFTERS[kind]

@@ -26,13 +26,13 @@ TEXTURE_MAX = 175
 BRIGHTNESS_DRIFT = 0.18
 
 # Hard: head motion strong enough that global frame change no longer marks events.
-HARD_TURN_INTERVAL_SEC = 1.2  # mean time between head turns (fast pans)
+HARD_TURN_INTERVAL_SEC = 1.0  # mean time between head turns (fast pans)
 HARD_TURN_SEC = (0.3, 0.9)  # duration of one turn
 HARD_TURN_WIDTHS = (0.2, 0.9)  # how far one turn goes, in frame widths
-HARD_SHAKE_DIVISOR = 30.0  # shake amplitude = height / this (easy: / 90)
+HARD_SHAKE_DIVISOR = 24.0  # shake amplitude = height / this (easy: / 90)
 HARD_TILT = 0.7  # vertical look around, fraction of the room above/below
 HARD_EXPOSURE_INTERVAL_SEC = 0.8  # mean time between auto-exposure steps
-HARD_EXPOSURE_STEP = (0.04, 0.14)  # size of one step in log gain
+HARD_EXPOSURE_STEP = (0.06, 0.2)  # size of one step in log gain
 HARD_EXPOSURE_RAMP_SEC = (0.04, 0.16)  # how fast a step happens (1-4 frames at 25 fps)
 HARD_GAIN_RANGE = (0.6, 1.5)
 
