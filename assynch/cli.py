@@ -150,21 +150,21 @@ def synth(
     ] = "easy",
     event_interval: Annotated[
         float | None,
-        typer.Option(help="Mean seconds between audio-visual events [easy: 5.0, hard: 7.0]."),
+        typer.Option(help="Mean seconds between audio-visual events (easy 5.0, hard 7.0)."),
     ] = None,
     min_gap: Annotated[
         float | None,
-        typer.Option(help="Smallest seconds between audio-visual events [easy: 1.5, hard: 2.5]."),
+        typer.Option(help="Smallest seconds between audio-visual events (easy 1.5, hard 2.5)."),
     ] = None,
     distractor_interval: Annotated[
         float | None,
-        typer.Option(help="Mean seconds between distractors [easy: 6.0, hard: 3.5]."),
+        typer.Option(help="Mean seconds between distractors (easy 6.0, hard 3.5)."),
     ] = None,
     kinds: Annotated[
         str | None,
         typer.Option(
             help="Comma-separated audio-visual kinds: impact,appear,rhythm,bounce,reverse "
-            "[easy: impact,appear,rhythm; hard: bounce,reverse]."
+            "(easy: impact,appear,rhythm; hard: bounce,reverse)."
         ),
     ] = None,
     distractors: Annotated[
