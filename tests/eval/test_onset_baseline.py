@@ -149,3 +149,25 @@ def test_flat_inputs_give_a_uniform_prediction() -> None:
     )
     assert np.all(correlations == 0.0)
     assert np.allclose(softmax(correlations), 1 / 21)
+
+
+def test_another_visual_signal_replaces_the_frame_change_energy() -> None:
+    time = TimeBase(windows_per_sample=2)
+    audio = AudioFeatures(n_mels=4)
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 255, size=(sample_frames(time), 4, 4, 3)).astype(np.uint8)
+    mel = rng.normal(size=(4, 1300))
+    seen: list[int] = []
+
+    def flat(window_frames: np.ndarray) -> np.ndarray:
+        seen.append(window_frames.shape[0])
+        return np.ones(window_frames.shape[0])
+
+    assert np.any(window_correlations(
+        frames, mel, time=time, audio=audio, audio_margin_sec=MARGIN_SEC
+    ) != 0.0)
+    flat_correlations = window_correlations(
+        frames, mel, time=time, audio=audio, audio_margin_sec=MARGIN_SEC, visual=flat
+    )
+    assert np.all(flat_correlations == 0.0)
+    assert seen == [time.window_frames] * time.windows_per_sample
