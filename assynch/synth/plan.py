@@ -445,6 +445,7 @@ def _draft_offscreen_sound(rng: np.random.Generator, spec: SynthSpec) -> _Draft:
 
     return _Draft("offscreen_sound", 0, length, build)
 
+
 # ---------------------------------------------------------------------------------------------
 # Hard kinds: the moment is a contact or a reversal of a small object's motion. No flash, no
 # appearance at the onset: objects fade in and out slowly and keep moving through the contact,

@@ -3,7 +3,9 @@
 The scene texture is rendered once per clip, larger than the frame; each frame crops a viewport
 that pans slowly, shakes like a hand-held camera and drifts in brightness (a 256-entry lookup
 table per frame). Sprites (event objects) are drawn in screen coordinates on top, unaffected by
-the brightness drift; a flashing sprite is drawn white.
+the brightness drift; a flashing sprite is drawn white. At `difficulty="hard"` the head turns
+fast and often (the viewport wraps around the texture horizontally), shakes harder and the
+exposure steps (`camera_path_hard`), so that global frame change no longer marks events.
 """
 
 from __future__ import annotations

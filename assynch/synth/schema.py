@@ -34,7 +34,7 @@ AUDIO_VISUAL_KINDS: tuple[AudioVisualKind, ...] = EASY_KINDS + HARD_KINDS
 DISTRACTOR_KINDS: tuple[DistractorKind, ...] = ("silent_motion", "offscreen_sound")
 
 # What `difficulty="hard"` changes in the spec's defaults (a field given explicitly wins).
-# Events sparser than one per 4.8 s window; distractors about as often as events.
+# Events sparser than one per 4.8 s window; distractors twice as often as events.
 HARD_DEFAULTS: dict[str, object] = {
     "event_interval_sec": 7.0,
     "min_event_gap_sec": 2.5,
