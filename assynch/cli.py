@@ -141,18 +141,32 @@ def synth(
     height: Annotated[int, typer.Option(help="Frame height (even).")] = 240,
     fps: Annotated[float, typer.Option(help="Frames per second.")] = 25.0,
     sample_rate: Annotated[int, typer.Option(help="Audio sample rate (AAC).")] = 48000,
+    difficulty: Annotated[
+        str,
+        typer.Option(
+            help="easy: flashes and knocks on a slowly moving view; hard: contacts and "
+            "reversals of small objects under head turns, shake and exposure steps."
+        ),
+    ] = "easy",
     event_interval: Annotated[
-        float, typer.Option(help="Mean seconds between audio-visual events.")
-    ] = 5.0,
+        float | None,
+        typer.Option(help="Mean seconds between audio-visual events (easy 5.0, hard 7.0)."),
+    ] = None,
     min_gap: Annotated[
-        float, typer.Option(help="Smallest seconds between audio-visual events.")
-    ] = 1.5,
+        float | None,
+        typer.Option(help="Smallest seconds between audio-visual events (easy 1.5, hard 2.5)."),
+    ] = None,
     distractor_interval: Annotated[
-        float, typer.Option(help="Mean seconds between distractors.")
-    ] = 6.0,
+        float | None,
+        typer.Option(help="Mean seconds between distractors (easy 6.0, hard 3.5)."),
+    ] = None,
     kinds: Annotated[
-        str, typer.Option(help="Comma-separated audio-visual kinds: impact,appear,rhythm.")
-    ] = "impact,appear,rhythm",
+        str | None,
+        typer.Option(
+            help="Comma-separated audio-visual kinds: impact,appear,rhythm,bounce,reverse "
+            "(easy: impact,appear,rhythm; hard: bounce,reverse)."
+        ),
+    ] = None,
     distractors: Annotated[
         bool, typer.Option(help="Add silent motion and off-screen sounds.")
     ] = True,
@@ -169,8 +183,9 @@ def synth(
 ) -> None:
     """Write synthetic egocentric clips (H.264 + AAC MP4) with a JSON of their events each."""
     user_errors(_synth)(
-        out, count, duration, seed, width, height, fps, sample_rate, event_interval, min_gap,
-        distractor_interval, kinds, distractors, ambient, camera_motion, workers, overwrite,
+        out, count, duration, seed, width, height, fps, sample_rate, difficulty, event_interval,
+        min_gap, distractor_interval, kinds, distractors, ambient, camera_motion, workers,
+        overwrite,
     )
 
 
@@ -178,14 +193,15 @@ _SYNTH_OPTIONS = {
     "width": "--width", "height": "--height", "fps": "--fps", "sample_rate": "--sample-rate",
     "event_interval_sec": "--event-interval", "min_event_gap_sec": "--min-gap",
     "distractor_interval_sec": "--distractor-interval", "event_kinds": "--kinds",
+    "difficulty": "--difficulty",
 }
 
 
 def _synth(
     out: Path, count: int, duration: float, seed: int, width: int, height: int, fps: float,
-    sample_rate: int, event_interval: float, min_gap: float, distractor_interval: float,
-    kinds: str, distractors: bool, ambient: bool, camera_motion: bool, workers: int | None,
-    overwrite: bool,
+    sample_rate: int, difficulty: str, event_interval: float | None, min_gap: float | None,
+    distractor_interval: float | None, kinds: str | None, distractors: bool, ambient: bool,
+    camera_motion: bool, workers: int | None, overwrite: bool,
 ) -> None:
     import time
 
@@ -200,20 +216,25 @@ def _synth(
         sidecar_path,
     )
 
-    chosen_kinds = tuple(kind.strip() for kind in kinds.split(",") if kind.strip())
-    unknown = [kind for kind in chosen_kinds if kind not in AUDIO_VISUAL_KINDS]
-    if unknown or not chosen_kinds:
-        raise UserError(
-            f"--kinds {kinds!r}: unknown or missing kinds {unknown}; pass a comma-separated "
-            f"subset of {','.join(AUDIO_VISUAL_KINDS)}"
-        )
-    fields = {
-        "width": width, "height": height, "fps": fps, "sample_rate": sample_rate,
-        "event_interval_sec": event_interval, "min_event_gap_sec": min_gap,
-        "distractor_interval_sec": distractor_interval,
-        "event_kinds": chosen_kinds,
-        "distractors": distractors, "ambient_noise": ambient, "camera_motion": camera_motion,
+    fields: dict[str, object] = {
+        "difficulty": difficulty, "width": width, "height": height, "fps": fps,
+        "sample_rate": sample_rate, "distractors": distractors, "ambient_noise": ambient,
+        "camera_motion": camera_motion,
     }
+    if kinds is not None:
+        chosen_kinds = tuple(kind.strip() for kind in kinds.split(",") if kind.strip())
+        unknown = [kind for kind in chosen_kinds if kind not in AUDIO_VISUAL_KINDS]
+        if unknown or not chosen_kinds:
+            raise UserError(
+                f"--kinds {kinds!r}: unknown or missing kinds {unknown}; pass a comma-separated "
+                f"subset of {','.join(AUDIO_VISUAL_KINDS)}"
+            )
+        fields["event_kinds"] = chosen_kinds
+    # Options left out take the difficulty's defaults (SynthSpec fills them in).
+    for name, value in (("event_interval_sec", event_interval), ("min_event_gap_sec", min_gap),
+                        ("distractor_interval_sec", distractor_interval)):
+        if value is not None:
+            fields[name] = value
     try:
         spec = SynthSpec(**fields)
     except ValidationError as exc:
@@ -240,7 +261,8 @@ def _synth(
     audio_visual = sum(len(clip.audio_visual_events()) for clip in events)
     distractor_count = sum(len(clip.distractor_events()) for clip in events)
     typer.echo(
-        f"{len(paths)} clips in {out} ({width}x{height}, {fps:g} fps, {duration:g} s each): "
+        f"{len(paths)} clips in {out} ({spec.difficulty}, {width}x{height}, {fps:g} fps, "
+        f"{duration:g} s each): "
         f"{audio_visual} audio-visual events, {distractor_count} distractors, {elapsed:.1f} s"
     )
 
