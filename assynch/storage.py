@@ -175,3 +175,27 @@ def check_writable(fs: AbstractFileSystem, path: str, url: str) -> None:
             f"cannot write to output {url}: {type(exc).__name__}: {exc}. Check the path, the "
             "bucket, and the storage endpoint/credentials (storage.* config or AWS_* env vars)."
         ) from exc
+
+
+def arrow_filesystem(url: str, storage: StorageConfig) -> tuple[Any, str]:
+    """A pyarrow filesystem for `url` and the path inside it (what Ray Data's `read_parquet` and
+    Ray Train's `storage_filesystem` take), with the same endpoint, region and credentials as
+    `filesystem`. Local paths come back absolute."""
+    import pyarrow.fs
+
+    if not url.startswith(("s3://", "s3a://")):
+        if is_remote(url):
+            raise StorageError(f"cannot open {url!r}: use a local path or an s3:// URL")
+        return pyarrow.fs.LocalFileSystem(), str(Path(url).expanduser().resolve())
+    options = storage_options(url, storage)
+    client_kwargs = options.get("client_kwargs", {})
+    endpoint = client_kwargs.get("endpoint_url")
+    kwargs: dict[str, Any] = {}
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+    if client_kwargs.get("region_name"):
+        kwargs["region"] = client_kwargs["region_name"]
+    if options.get("key"):
+        kwargs.update(access_key=options["key"], secret_key=options.get("secret"))
+    return pyarrow.fs.S3FileSystem(**kwargs), url.split("://", 1)[1].rstrip("/")

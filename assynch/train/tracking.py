@@ -1,0 +1,78 @@
+"""The training loop's side of MLflow tracking: `assynch.tracking` (rank 0 only), behind a small
+protocol so the loop runs with tracking off (`train.tracking: false`) and in tests."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import numpy as np
+
+from assynch.config import AssynchConfig
+from assynch.errors import UserError
+
+
+class Tracker(Protocol):
+    """The subset of `assynch.tracking.TrainingRun` the loop uses."""
+
+    run_id: str
+
+    def log_shard_dataset(self, shards_url: str, split: str, manifest: dict) -> None: ...
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def log_epoch_metrics(self, metrics: dict[str, float], epoch: int) -> None: ...
+
+    def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None: ...
+
+    def log_curves_and_confusion(
+        self, history: list[dict], confusion: np.ndarray, best_epoch: int
+    ) -> None: ...
+
+    def log_and_register_model(
+        self, model_checkpoint_path: str, config: AssynchConfig, metrics: dict[str, float]
+    ) -> Any: ...
+
+
+def tracking_module() -> Any:
+    """`assynch.tracking`, or a UserError saying how to train without it."""
+    try:
+        return importlib.import_module("assynch.tracking")
+    except ImportError as exc:
+        raise UserError(
+            f"MLflow tracking is not available ({exc}); install assynch with its tracking "
+            "module or set train.tracking=false"
+        ) from None
+
+
+def check_tracking(config: AssynchConfig) -> str | None:
+    """Before any worker starts: the tracking URI, checked to be reachable (None when off)."""
+    if not config.train.tracking:
+        return None
+    tracking = tracking_module()
+    uri: str = tracking.resolve_tracking_uri(config)
+    tracking.check_tracking_server(uri)
+    return uri
+
+
+@contextlib.contextmanager
+def open_tracker(
+    config: AssynchConfig, *, rank: int, run_id: str | None, tags: dict[str, str]
+) -> Iterator[Tracker | None]:
+    """rank 0 with tracking on: a TrainingRun (the same MLflow run again after a restart when
+    the tracking module can reopen one); otherwise None."""
+    if rank != 0 or not config.train.tracking:
+        yield None
+        return
+    training_run = tracking_module().TrainingRun
+    kwargs: dict[str, Any] = {"run_name": config.train.run_name, "tags": tags}
+    if run_id is not None:
+        if "run_id" in inspect.signature(training_run).parameters:
+            kwargs["run_id"] = run_id
+        else:  # the agreed interface cannot reopen a run: a new one, linked by a tag
+            kwargs["tags"] = {**tags, "assynch.continues_run_id": run_id}
+    with training_run(config, **kwargs) as run:
+        yield run
