@@ -51,6 +51,7 @@ def train_config(shards: str, storage_path: str, *extra: str) -> AssynchConfig:
         "train.learning_rate=0.003",
         "train.min_learning_rate=0.003",
         "train.weight_decay=0.0",
+        "train.warmup_steps=0",
         "train.tracking=false",
         "train.log_every_steps=1",
         "train.cpus_per_worker=0.5",
