@@ -179,23 +179,13 @@ def check_writable(fs: AbstractFileSystem, path: str, url: str) -> None:
 
 def arrow_filesystem(url: str, storage: StorageConfig) -> tuple[Any, str]:
     """A pyarrow filesystem for `url` and the path inside it (what Ray Data's `read_parquet` and
-    Ray Train's `storage_filesystem` take), with the same endpoint, region and credentials as
-    `filesystem`. Local paths come back absolute."""
+    Ray Train's `storage_filesystem` take). Local paths come back absolute. `s3://` goes through
+    the same s3fs filesystem as `filesystem` (endpoint, region, credentials; small files as one
+    PUT): pyarrow's own S3 client writes every file as a multipart upload, which S3-compatible
+    servers such as moto refuse for an empty file."""
     import pyarrow.fs
 
-    if not url.startswith(("s3://", "s3a://")):
-        if is_remote(url):
-            raise StorageError(f"cannot open {url!r}: use a local path or an s3:// URL")
+    if not is_remote(url):
         return pyarrow.fs.LocalFileSystem(), str(Path(url).expanduser().resolve())
-    options = storage_options(url, storage)
-    client_kwargs = options.get("client_kwargs", {})
-    endpoint = client_kwargs.get("endpoint_url")
-    kwargs: dict[str, Any] = {}
-    if endpoint:
-        scheme, _, host = endpoint.partition("://")
-        kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
-    if client_kwargs.get("region_name"):
-        kwargs["region"] = client_kwargs["region_name"]
-    if options.get("key"):
-        kwargs.update(access_key=options["key"], secret_key=options.get("secret"))
-    return pyarrow.fs.S3FileSystem(**kwargs), url.split("://", 1)[1].rstrip("/")
+    fs, path = filesystem(url, storage)
+    return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)), path.rstrip("/")

@@ -292,7 +292,7 @@ def summary(result: Any) -> str:
     if result.best_checkpoints:
         best, best_metrics = max(result.best_checkpoints, key=lambda pair: pair[1]["score"])
         shown = {k: round(v, 4) for k, v in best_metrics.items()
-                 if k.startswith("val/") and "@" not in k}
+                 if k.startswith("val/") and "_w" not in k}
         lines.append(f"best epoch {int(best_metrics['epoch'])}: {shown}")
         lines.append(f"best checkpoint: {best.path} (model.pt / best_model.pt inside)")
     if result.checkpoint is not None:

@@ -291,7 +291,7 @@ def evaluate(
     for c_index, count in enumerate(counts):
         for m_index, metric in enumerate(METRIC_NAMES):
             value = totals[offset + c_index * len(METRIC_NAMES) + m_index] / max(total_scored, 1)
-            suffix = "" if count == windows else f"@{count}w"
+            suffix = "" if count == windows else f"_w{count}"  # MLflow names: no "@"
             metrics[f"val/{metric}{suffix}"] = value
     return metrics, confusion.cpu().numpy().astype(np.int64)
 
@@ -468,7 +468,7 @@ def summary_table(progress: TrainProgress, best_row: dict[str, float]) -> str:
             ("restarts from a checkpoint", str(progress.restarts)),
             ("stopped early", str(progress.stopped_early))]
     rows += [(k, f"{v:.4f}") for k, v in best_row.items()
-             if k.startswith("val/") and "@" not in k]
+             if k.startswith("val/") and "_w" not in k]
     if progress.tracking_run_id:
         rows.append(("MLflow run", progress.tracking_run_id))
     width = max(len(k) for k, _ in rows)

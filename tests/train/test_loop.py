@@ -44,7 +44,7 @@ def test_loss_falls_on_real_shards(train_shards: dict[str, Any], tmp_path: Path)
     train_samples = train_shards["manifest"]["splits"]["train"]["samples"]
     assert all(row["train/samples"] == train_samples for row in progress.history)
     last = progress.history[-1]
-    for key in ("val/acc1", "val/acc1_pm1", "val/emd_sec", "val/acc1@1w", "val/loss"):
+    for key in ("val/acc1", "val/acc1_pm1", "val/emd_sec", "val/acc1_w1", "val/loss"):
         assert np.isfinite(last[key]), key
     kept = local_checkpoints(tmp_path / "run")
     assert [p.name for p in kept] == ["checkpoint_000004", "checkpoint_000005"]
