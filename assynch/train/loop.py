@@ -184,7 +184,8 @@ def train_epoch(
         if progress.step % train.log_every_steps == 0 and env.rank == 0:
             _log_progress(progress, losses, optimizer, interval,
                           (micro // train.grad_accum_steps, planned), total_steps, tracker)
-    if micro % train.grad_accum_steps:  # a last, partial accumulation
+    if micro % train.grad_accum_steps:  # a last, partial accumulation (run under no_sync)
+        _average_gradients(ddp, env.world_size)
         if train.grad_clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(ddp.parameters(), train.grad_clip_norm)
         optimizer.step()
@@ -201,6 +202,18 @@ def train_epoch(
     metrics["train/epoch_sec"] = elapsed
     progress.samples += int(samples_total)
     return metrics, seen
+
+
+def _average_gradients(module: torch.nn.Module, world_size: int) -> None:
+    """What DDP's backward would have done: average the gradients over the ranks."""
+    if world_size < 2 or not (dist.is_available() and dist.is_initialized()):
+        return
+    for parameter in module.parameters():
+        if parameter.requires_grad:
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+            dist.all_reduce(parameter.grad)
+            parameter.grad /= world_size
 
 
 def _log_progress(

@@ -33,21 +33,21 @@ BEEP_LEVEL = 0.5
 def test_loss_falls_on_real_shards(train_shards: dict[str, Any], tmp_path: Path) -> None:
     # Stored offsets (no re-draw) and frozen encoders: a handful of samples is memorised.
     config = train_config(
-        train_shards["shards"], str(tmp_path), "train.epochs=5", "train.resample_offsets=false",
+        train_shards["shards"], str(tmp_path), "train.epochs=4", "train.resample_offsets=false",
     )
     progress = run_local(config, tmp_path / "run")
     losses = [row["train/cross_entropy"] for row in progress.history]
     assert losses[0] > 2.4, losses  # chance is ln 21 = 3.04
-    assert losses[-1] < losses[0] - 0.5, losses  # measured: 2.97 -> 2.06 after 5 epochs
+    assert losses[-1] < losses[0] - 0.5, losses  # measured: 2.97 -> 2.17 after 4 epochs
     assert losses[-1] < losses[1] < losses[0], losses
-    assert progress.epoch == 5 and progress.best_epoch is not None
+    assert progress.epoch == 4 and progress.best_epoch is not None
     train_samples = train_shards["manifest"]["splits"]["train"]["samples"]
     assert all(row["train/samples"] == train_samples for row in progress.history)
     last = progress.history[-1]
     for key in ("val/acc1", "val/acc1_pm1", "val/emd_sec", "val/acc1_w1", "val/loss"):
         assert np.isfinite(last[key]), key
     kept = local_checkpoints(tmp_path / "run")
-    assert [p.name for p in kept] == ["checkpoint_000004", "checkpoint_000005"]
+    assert [p.name for p in kept] == ["checkpoint_000003", "checkpoint_000004"]
     state = torch.load(kept[-1] / STATE_FILE, weights_only=True)
     assert state["progress"]["step"] == progress.step
     payload = torch.load(kept[-1] / MODEL_FILE, weights_only=True)

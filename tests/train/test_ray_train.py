@@ -26,8 +26,11 @@ def test_two_workers_see_each_sample_once_and_stay_identical(
 ) -> None:
     audit = tmp_path / "audit"
     audit.mkdir()
+    # batch 1 and 3 micro-batches per step: uneven shares (7 samples), zero-weight joins and a
+    # last, partial accumulation per epoch all take part.
     config = train_config(train_shards["shards"], str(tmp_path / "runs"), "train.epochs=3",
                           "train.num_workers=2", "train.resample_offsets=false",
+                          "train.batch_size=1", "train.grad_accum_steps=3",
                           "train.run_name=ddp")
     result = run(config, audit_dir=str(audit))
     assert result.error is None
@@ -43,14 +46,14 @@ def test_two_workers_see_each_sample_once_and_stay_identical(
         assert sorted(seen) == expected, (epoch, by_rank)  # each sample once, none missing
         assert by_rank[0]["param_digest"] == by_rank[1]["param_digest"], epoch
 
-    history = [m for _, m in sorted(
-        ((m["epoch"], m) for _, m in result.best_checkpoints), key=lambda pair: pair[0])]
-    assert history, result.best_checkpoints
-    losses = [m["train/cross_entropy"] for m in history]
-    assert all(m["train/samples"] == len(expected) for m in history)
-    # kept checkpoints: the best 2 by val ACC@1; loss goes down over the epochs
-    assert result.metrics["train/cross_entropy"] < 3.0
-    assert losses == sorted(losses, reverse=True) or len(losses) == 1, losses
+    state = torch.load(Path(result.checkpoint.path) / "train_state.pt", weights_only=True)
+    history = state["progress"]["history"]
+    assert [int(row["epoch"]) for row in history] == [1, 2, 3]
+    assert all(row["train/samples"] == len(expected) for row in history)
+    losses = [row["train/cross_entropy"] for row in history]
+    assert losses[-1] < losses[0], losses
+    # ceil(longest share / 3) steps per epoch: Ray Data hands blocks to whichever rank asks
+    assert 3 * 2 <= state["progress"]["step"] <= 3 * 3, state["progress"]["step"]
     checkpoint = Path(result.checkpoint.path)
     assert {"model.pt", "train_state.pt"} <= {p.name for p in checkpoint.iterdir()}
 
