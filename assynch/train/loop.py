@@ -301,6 +301,8 @@ def evaluate(
         metrics[f"val/{name}"] = totals[2 + index] / max(total_samples, 1.0)
     metrics["val/loss"] = metrics.get("val/total", float("nan"))
     offset = 2 + len(names)
+    if config.train.objective != "offsets":  # stage 1 has no offset predictions to score
+        counts = []
     for c_index, count in enumerate(counts):
         for m_index, metric in enumerate(METRIC_NAMES):
             value = totals[offset + c_index * len(METRIC_NAMES) + m_index] / max(total_scored, 1)
@@ -412,12 +414,14 @@ def train_worker(config: AssynchConfig, env: WorkerEnv) -> TrainProgress:
 
 
 def _score(metrics: dict[str, float], select: str) -> float:
-    """Higher is better: the select metric on val (or the train loss without val)."""
+    """Higher is better: `val/<select>`; without it (no validation, or stage 1 without offset
+    logits) minus the validation loss, else minus the train loss."""
     key = f"val/{select}"
-    if key not in metrics:
-        return -metrics.get("train/total", float("inf"))
-    value = metrics[key]
-    return value if HIGHER_IS_BETTER[select] else -value
+    if key in metrics:
+        return metrics[key] if HIGHER_IS_BETTER[select] else -metrics[key]
+    if "val/total" in metrics:
+        return -metrics["val/total"]
+    return -metrics.get("train/total", float("inf"))
 
 
 @contextlib.contextmanager
