@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -33,6 +34,8 @@ from ray.train.torch import TorchTrainer
 from assynch.config import AssynchConfig, load_config
 from assynch.errors import UserError
 from assynch.preprocess.worker import config_for_workers
+from assynch.samples.plan import sample_frames
+from assynch.shards.format import shard_layout
 from assynch.shards.reader import list_shards
 from assynch.storage import arrow_filesystem, filesystem, join
 from assynch.train.read import READ_COLUMNS, rows_to_columns
@@ -54,10 +57,17 @@ def read_split(config: AssynchConfig, split: str, frame_shape: list[int], seed: 
     dataset = ray.data.read_parquet(
         files, filesystem=fs, shuffle=shuffle, num_cpus=config.train.data_cpus,
     ).select_columns(list(READ_COLUMNS))  # projected into the Parquet read
-    return dataset.map_batches(
+    # Blocks of about one training batch: the streaming split hands out whole blocks, so small
+    # blocks keep the ranks' shares even (Ray Data would otherwise pack a shard file's decoded
+    # rows into one block of up to 128 MiB, and one rank would get all of them).
+    dataset = dataset.map_batches(
         rows_to_columns, fn_kwargs={"frame_shape": frame_shape}, batch_format="pyarrow",
-        batch_size=None, num_cpus=config.train.data_cpus,
+        batch_size=config.train.batch_size, num_cpus=config.train.data_cpus,
     )
+    row_bytes = math.prod(frame_shape) * sample_frames(config.time) + 4 * math.prod(
+        shard_layout(config).mel_shape)
+    dataset.context.target_max_block_size = max(1, config.train.batch_size * row_bytes)
+    return dataset
 
 
 class ExactlyOnceDataConfig(DataConfig):
@@ -161,6 +171,13 @@ def init_ray(config: AssynchConfig, num_cpus: int | None) -> None:
             f"train.cpus_per_worker={train.cpus_per_worker:g} + train.data_cpus="
             f"{train.data_cpus:g}) but the Ray cluster has {available:g}; lower them (fractions "
             "work) or add CPUs, else the run would wait forever"
+        )
+    left = available - max(train.num_workers, 1) * train.cpus_per_worker
+    if left < 1.0:
+        log.warning(
+            "the workers leave Ray Data %.2g CPU of %.2g; below 1 CPU it may never start "
+            "reading (seen with 1 worker x 1.5 CPUs on 2): lower train.cpus_per_worker", left,
+            available,
         )
 
 
