@@ -267,7 +267,7 @@ class TrainConfig(_Section):
     )
     log_every_steps: int = Field(10, gt=0)
     num_workers: int = Field(
-        2, ge=0, description="Ray Train workers; 0 runs the loop in the driver (Ray local mode)"
+        2, gt=0, description="Ray Train workers (in-process without Ray: assynch.train.local)"
     )
     cpus_per_worker: float = Field(
         1.0, gt=0, description="CPUs reserved per worker (fractions leave Ray Data some CPU)"

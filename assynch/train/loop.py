@@ -434,7 +434,16 @@ def _checkpoint_folder(rank: int) -> Iterator[str | None]:
 
 
 def _log_datasets(tracker: Tracker, config: AssynchConfig) -> None:
+    """The shard set as the run's dataset input (train and val), and the resolved config."""
+    import yaml
+
     from assynch.shards.reader import read_manifest
+
+    with tempfile.TemporaryDirectory(prefix="assynch-config-") as folder:
+        path = Path(folder) / "config.yaml"  # without the storage section (credentials)
+        path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude={"storage"}),
+                                       sort_keys=False))
+        tracker.log_artifact(str(path), "config")
 
     manifest = read_manifest(config.train.shards, config.storage)
     tracker.log_shard_dataset(config.train.shards, config.train.train_split, manifest)
