@@ -303,17 +303,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summary(result: Any) -> str:
+    """The run in a few lines: epochs, the best epoch (the loop's choice, from the latest
+    checkpoint's train_state.pt: Ray's best_checkpoints breaks score ties by recency) and where
+    its model is."""
+    import torch
+
+    from assynch.train.checkpoint import STATE_FILE
+
     metrics = result.metrics or {}
     lines = [f"run {Path(result.path).name}: {int(metrics.get('epoch', 0))} epochs, "
              f"{int(metrics.get('step', 0))} steps"]
-    if result.best_checkpoints:
-        best, best_metrics = max(result.best_checkpoints, key=lambda pair: pair[1]["score"])
-        shown = {k: round(v, 4) for k, v in best_metrics.items()
+    if result.checkpoint is None:
+        return "\n".join(lines)
+    with result.checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+    progress = state["progress"]
+    if progress["best_epoch"]:
+        best = progress["history"][progress["best_epoch"] - 1]
+        shown = {k: round(v, 4) for k, v in best.items()
                  if k.startswith("val/") and "_w" not in k}
-        lines.append(f"best epoch {int(best_metrics['epoch'])}: {shown}")
-        lines.append(f"best checkpoint: {best.path} (model.pt / best_model.pt inside)")
-    if result.checkpoint is not None:
-        lines.append(f"latest checkpoint: {result.checkpoint.path}")
+        lines.append(f"best epoch {progress['best_epoch']}: {shown}")
+    lines.append(f"latest checkpoint: {result.checkpoint.path} (best model: "
+                 f"{state['best_model_file']} inside)")
+    if progress.get("tracking_run_id"):
+        lines.append(f"MLflow run: {progress['tracking_run_id']}")
     return "\n".join(lines)
 
 
