@@ -129,12 +129,19 @@ class RayHead:
 
     def submit(self, *entrypoint: str, working_dir: Path = REPO) -> str:
         """`ray job submit --no-wait`; returns the job id (then `wait_for` it)."""
-        completed = subprocess.run(
-            [self.ray(), "job", "submit", "--address", self.address, "--no-wait",
-             "--working-dir", str(working_dir), "--", *entrypoint],
-            env=self.env, capture_output=True, text=True, timeout=180,
-        )
-        output = completed.stdout + completed.stderr
+        deadline = time.monotonic() + 120
+        while True:
+            completed = subprocess.run(
+                [self.ray(), "job", "submit", "--address", self.address, "--no-wait",
+                 "--working-dir", str(working_dir), "--", *entrypoint],
+                env=self.env, capture_output=True, text=True, timeout=180,
+            )
+            output = completed.stdout + completed.stderr
+            # A fresh head's job agent can lag behind its dashboard on a loaded machine: Ray
+            # answers 500 "No available agent to submit job, please try again later".
+            if "No available agent" not in output or time.monotonic() > deadline:
+                break
+            time.sleep(3)
         match = re.search(r"raysubmit_\w+", output)
         assert completed.returncode == 0 and match, output[-3000:]
         return match.group(0)
