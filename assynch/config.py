@@ -240,6 +240,32 @@ class TrackingConfig(_Section):
     alias: str = "candidate"
 
 
+class SyntheticClips(_Section):
+    """Synthetic egocentric clips written into `preprocess.input` before preprocessing."""
+
+    count: int = Field(8, gt=0)
+    duration_sec: float = Field(40.0, gt=0)
+    seed: int = 0
+
+
+class DagConfig(_Section):
+    """The pipeline as a Dagster graph (pipelines/dag.py, `assynch pipeline run`)."""
+
+    dagster_home: str = Field(
+        "data/dagster", description="Dagster instance folder: run history and asset versions"
+    )
+    ray_address: str | None = Field(
+        None,
+        description="Ray dashboard URL to submit each job to (dagster-ray); "
+        "None runs each job module here on a local Ray",
+    )
+    synthetic_clips: SyntheticClips | None = Field(
+        None, description="write synthetic clips into preprocess.input first (embedded default)"
+    )
+    max_retries: int = Field(2, ge=0, description="retries of a failed step (alone)")
+    retry_delay_sec: float = Field(1.0, ge=0)
+
+
 class AssynchConfig(_Section):
     time: TimeBase = TimeBase()
     video: VideoFeatures = VideoFeatures()
@@ -249,6 +275,7 @@ class AssynchConfig(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
+    dag: DagConfig = DagConfig()
 
     @model_validator(mode="after")
     def _audio_margin_covers_offsets(self) -> AssynchConfig:

@@ -1,0 +1,380 @@
+"""The pipeline as a Dagster graph: each asset runs an existing job module, nothing else.
+
+    assynch pipeline run --config configs/quickstart.yaml        # in-process, local Ray + MLflow
+    python -m pipelines.dag run --config configs/quickstart.yaml  # the same
+    ASSYNCH_CONFIG=configs/quickstart.yaml DAGSTER_HOME=$PWD/data/quickstart/dagster \\
+        dagster dev -m pipelines.dag                               # the graph and its history
+
+    clips (synthetic, embedded default only) -> shards -> model -> evaluation
+
+`shards` runs `python -m pipelines.preprocess`, `model` runs `python -m pipelines.train`,
+`evaluation` runs `python -m pipelines.evaluate` — the very commands an engineer submits by hand.
+With `dag.ray_address` each one is submitted to that Ray cluster as a Ray job through
+dagster-ray's `PipesRayJobClient` (logs streamed back); without it each runs as a local process
+that starts its own local Ray. Config comes from the same YAML file and pydantic models as the
+jobs (no second config system): every job gets `--config FILE --set ...` exactly as given here.
+
+Skipping: an asset records a fingerprint of its code version, the config sections it reads and
+its upstream assets' data versions with each materialisation. When a run finds the same
+fingerprint and the output still there, it does not run the job again and reports the same data
+version, so a second run recomputes nothing and a changed config recomputes only what depends
+on it. A failed step is retried alone (`dag.max_retries`); rerunning continues from it because
+the steps before it are skipped. Decisions: docs/DAG.md.
+"""
+
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from assynch.config import AssynchConfig, load_config
+from assynch.errors import UserError
+from assynch.preprocess.plan import preprocess_config_hash
+from assynch.shards.format import MANIFEST_NAME, SPLITS
+from assynch.shards.reader import read_manifest
+
+CONFIG_ENV = "ASSYNCH_CONFIG"
+DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
+FINGERPRINT_KEY = "assynch/fingerprint"
+CODE_VERSION = "1"  # bump when an asset's logic changes in a way that must redo its output
+
+
+# ---------------------------------------------------------------------------------------------
+# Running a job module
+
+
+def ray_auth_headers() -> dict[str, str] | None:
+    """The bearer token a Ray 2.60 head with token auth wants from job clients, if there is one
+    (RAY_AUTH_TOKEN, or the file named by RAY_AUTH_TOKEN_PATH)."""
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if not token and path and Path(path).is_file():
+        token = Path(path).read_text().strip()
+    return {"Authorization": f"Bearer {token}"} if token else None
+
+
+class JobRunner(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """How an asset starts a job module: on a Ray cluster (ray_address) or as a local process."""
+
+    ray_address: str | None = None
+    working_dir: str = "."
+
+    def run(self, context: dg.AssetExecutionContext, module: str, args: Sequence[str]) -> None:
+        command = [sys.executable, "-m", module, *args]
+        context.log.info("running %s", shlex.join(command[1:]))
+        if self.ray_address is None or not module.startswith("pipelines."):
+            # The job prints its own progress and summary; its exit code decides the step.
+            code = subprocess.call(command)
+            if code != 0:
+                raise dg.Failure(f"{shlex.join(command[1:])} failed with exit code {code}")
+            return
+        from dagster_ray import PipesRayJobClient
+
+        # A new client per run: a reused one loses the second run's metadata (DESIGN.md).
+        client = PipesRayJobClient(address=self.ray_address, headers=ray_auth_headers())
+        client.run(
+            context=context,
+            submit_job_params={
+                "entrypoint": shlex.join(["python", "-m", module, *args]),
+                "runtime_env": {"working_dir": self.working_dir},
+            },
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Fingerprints and data versions
+
+
+def digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def latest_materialization(context: dg.AssetExecutionContext, name: str) -> Any:
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(name))
+    return None if event is None else event.asset_materialization
+
+
+def recorded_value(materialization: Any, key: str) -> str | None:
+    if materialization is None or key not in materialization.metadata:
+        return None
+    return str(materialization.metadata[key].value)
+
+
+def data_version_of(context: dg.AssetExecutionContext, name: str) -> str:
+    materialization = latest_materialization(context, name)
+    version = None if materialization is None else materialization.tags.get(
+        "dagster/data_version"
+    )
+    if version is None:
+        raise dg.Failure(f"upstream asset {name!r} has no materialisation; run it first")
+    return str(version)
+
+
+@dataclass
+class Step:
+    """What one asset needs to decide whether to run and what it reports."""
+
+    name: str
+    fingerprint_inputs: dict[str, Any]
+    output_exists: Callable[[], bool]
+    run: Callable[[], None]
+    describe: Callable[[], tuple[str, dict[str, Any]]]  # (data version, metadata)
+    upstream: Sequence[str] = field(default_factory=tuple)
+
+    def materialize(self, context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        inputs = dict(self.fingerprint_inputs, code_version=CODE_VERSION)
+        inputs["upstream"] = {name: data_version_of(context, name) for name in self.upstream}
+        fingerprint = digest(inputs)
+        previous = latest_materialization(context, self.name)
+        unchanged = recorded_value(previous, FINGERPRINT_KEY) == fingerprint
+        if unchanged and self.output_exists():
+            context.log.info("%s: inputs unchanged and output present; not recomputed", self.name)
+            status = "unchanged"
+        else:
+            self.run()
+            status = "computed"
+        version, metadata = self.describe()
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(version),
+            metadata={**metadata, FINGERPRINT_KEY: fingerprint, "assynch/status": status},
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The graph
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The config file and overrides every job of one graph is started with."""
+
+    path: str
+    overrides: tuple[str, ...] = ()
+
+    def load(self) -> AssynchConfig:
+        return load_config(Path(self.path), list(self.overrides))
+
+    def job_args(self) -> list[str]:
+        args = ["--config", self.path]
+        for override in self.overrides:
+            args += ["--set", override]
+        return args
+
+
+def shard_set_version(manifest: dict[str, Any]) -> str:
+    """What the shards are, without when they were made: config hash, split counts, files."""
+    counted = ("videos", "samples", "shards")
+    return digest({
+        "config_hash": manifest.get("config_hash"),
+        "splits": {
+            split: {key: manifest["splits"][split].get(key) for key in counted} for split in SPLITS
+        },
+    })
+
+
+def shards_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        f"samples/{split}": manifest["splits"][split]["samples"] for split in SPLITS
+    }
+    metadata.update({f"videos/{split}": manifest["splits"][split]["videos"] for split in SPLITS})
+    metadata["errors"] = manifest.get("errors", 0)
+    metadata["config_hash"] = manifest.get("config_hash", "")
+    return metadata
+
+
+def build_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
+    config = pipeline.load()
+    retry = dg.RetryPolicy(max_retries=config.dag.max_retries, delay=config.dag.retry_delay_sec)
+    assets: list[dg.AssetsDefinition] = []
+    clips = config.dag.synthetic_clips
+    shard_deps: list[str] = []
+
+    if clips is not None:
+        shard_deps = ["clips"]
+
+        @dg.asset(name="clips", retry_policy=retry, code_version=CODE_VERSION,
+                  description="Synthetic egocentric clips with known events (embedded default).")
+        def clips_asset(context: dg.AssetExecutionContext, runner: JobRunner) -> Any:
+            folder = Path(config.preprocess.input)
+            step = Step(
+                name="clips",
+                fingerprint_inputs={"clips": clips.model_dump(), "fps": config.time.fps,
+                                    "folder": str(folder)},
+                output_exists=lambda: len(list(folder.glob("*.mp4"))) >= clips.count,
+                run=lambda: runner.run(context, "assynch", [
+                    "synth", "--out", str(folder), "--count", str(clips.count),
+                    "--duration", str(clips.duration_sec), "--seed", str(clips.seed),
+                    "--fps", str(config.time.fps),
+                ]),
+                describe=lambda: (
+                    digest({"clips": clips.model_dump(), "fps": config.time.fps}),
+                    {"clips": clips.count, "folder": str(folder)},
+                ),
+            )
+            return step.materialize(context)
+
+        assets.append(clips_asset)
+
+    @dg.asset(name="shards", deps=shard_deps, retry_policy=retry, code_version=CODE_VERSION,
+              description="Parquet shards of stream samples with offset labels "
+                          "(python -m pipelines.preprocess).")
+    def shards_asset(context: dg.AssetExecutionContext, runner: JobRunner) -> Any:
+        output = config.preprocess.output
+        step = Step(
+            name="shards",
+            fingerprint_inputs={"preprocess": preprocess_config_hash(config),
+                                "input": config.preprocess.input, "output": output},
+            output_exists=lambda: _manifest_or_none(config) is not None,
+            run=lambda: runner.run(context, "pipelines.preprocess", pipeline.job_args()),
+            describe=lambda: _describe_shards(config),
+            upstream=shard_deps,
+        )
+        return step.materialize(context)
+
+    assets.append(shards_asset)
+    return assets
+
+
+def _manifest_or_none(config: AssynchConfig) -> dict[str, Any] | None:
+    try:
+        return read_manifest(config.preprocess.output, config.storage)
+    except UserError:
+        return None
+
+
+def _describe_shards(config: AssynchConfig) -> tuple[str, dict[str, Any]]:
+    manifest = _manifest_or_none(config)
+    if manifest is None:
+        raise dg.Failure(f"{config.preprocess.output} has no {MANIFEST_NAME} after preprocessing")
+    metadata = shards_metadata(manifest)
+    metadata["path"] = dg.MetadataValue.path(config.preprocess.output)
+    return shard_set_version(manifest), metadata
+
+
+def build_definitions(pipeline: PipelineConfig, runner: JobRunner | None = None) -> dg.Definitions:
+    config = pipeline.load()
+    return dg.Definitions(
+        assets=build_assets(pipeline),
+        resources={"runner": runner or JobRunner(ray_address=config.dag.ray_address)},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process runs (the embedded default): no daemon, no server
+
+
+@dataclass(frozen=True)
+class AssetOutcome:
+    name: str
+    status: str
+    data_version: str
+    metadata: dict[str, Any]
+
+
+def run_pipeline(
+    pipeline: PipelineConfig,
+    *,
+    runner: JobRunner | None = None,
+    selection: Sequence[str] | None = None,
+    log_level: str = "WARNING",
+) -> list[AssetOutcome]:
+    """Materialise the graph in this process with the Dagster instance in `dag.dagster_home`
+    (so `dagster dev` with the same DAGSTER_HOME shows these runs). Raises dg.DagsterError
+    subclasses when a step still fails after its retries."""
+    config = pipeline.load()
+    home = Path(config.dag.dagster_home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    definitions = build_definitions(pipeline, runner)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assets = list(definitions.assets or [])
+        result = dg.materialize(
+            assets,  # type: ignore[arg-type]
+            instance=instance,
+            resources=definitions.resources,
+            selection=list(selection) if selection else None,
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        )
+        outcomes = []
+        ran = result.dagster_run.asset_selection or {asset.key for asset in assets}
+        for key in ran:
+            event = instance.get_latest_materialization_event(key)
+            materialization = None if event is None else event.asset_materialization
+            if materialization is None:
+                continue
+            metadata = {name: value.value for name, value in materialization.metadata.items()}
+            outcomes.append(AssetOutcome(
+                name=key.to_user_string(),
+                status=str(metadata.pop("assynch/status", "computed")),
+                data_version=materialization.tags.get("dagster/data_version", ""),
+                metadata=metadata,
+            ))
+    order = [a.key.to_user_string() for a in assets]  # type: ignore[union-attr]
+    return sorted(outcomes, key=lambda outcome: order.index(outcome.name))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.dag",
+        description="Materialise the assynch graph (clips -> shards -> model -> evaluation).",
+    )
+    parser.add_argument("command", choices=["run"], help="run: materialise in this process")
+    parser.add_argument("--config", "-c", default=os.environ.get(CONFIG_ENV, DEFAULT_CONFIG))
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.FIELD=VALUE", help="override one config field")
+    parser.add_argument("--select", action="append", default=[], metavar="ASSET",
+                        help="materialise only these assets (their upstream must exist)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    args = parse_args(argv)
+    console = Console()
+    pipeline = PipelineConfig(args.config, tuple(args.overrides))
+    try:
+        config = pipeline.load()
+        outcomes = run_pipeline(pipeline, selection=args.select or None)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except dg.DagsterError as exc:
+        print(f"error: the pipeline failed: {exc}", file=sys.stderr)
+        return 1
+    table = Table(title="assynch pipeline")
+    for column in ("asset", "status", "data version", "details"):
+        table.add_column(column)
+    for outcome in outcomes:
+        details = ", ".join(
+            f"{key}={value}" for key, value in outcome.metadata.items()
+            if key != FINGERPRINT_KEY and not isinstance(value, dict)
+        )
+        table.add_row(outcome.name, outcome.status, outcome.data_version, details)
+    console.print(table)
+    home = Path(config.dag.dagster_home).resolve()
+    console.print(
+        f"the graph and its runs: [bold]{CONFIG_ENV}={args.config} DAGSTER_HOME={home} "
+        "dagster dev -m pipelines.dag[/]"
+    )
+    return 0
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """What `dagster dev -m pipelines.dag` and the deployed code location load."""
+    return build_definitions(PipelineConfig(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG)))
+
+if __name__ == "__main__":
+    sys.exit(main())
