@@ -262,6 +262,11 @@ class DagConfig(_Section):
     synthetic_clips: SyntheticClips | None = Field(
         None, description="write synthetic clips into preprocess.input first (embedded default)"
     )
+    incoming: str | None = Field(
+        None,
+        description="folder or s3:// prefix watched for new videos, one sub-folder per batch; "
+        "each batch becomes a partition of batch_shards (incremental ingestion)",
+    )
     max_retries: int = Field(2, ge=0, description="retries of a failed step (alone)")
     retry_delay_sec: float = Field(1.0, ge=0)
 

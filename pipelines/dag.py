@@ -243,7 +243,85 @@ def build_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
         return step.materialize(context)
 
     assets.append(shards_asset)
+    if config.dag.incoming is not None:
+        assets.append(batch_shards_asset(pipeline, config, retry))
     return assets
+
+
+# ---------------------------------------------------------------------------------------------
+# Incremental ingestion: one partition per batch of new videos
+
+
+VIDEO_BATCHES = dg.DynamicPartitionsDefinition(name="video_batches")
+
+
+def batch_input(config: AssynchConfig, batch: str) -> str:
+    return f"{str(config.dag.incoming).rstrip('/')}/{batch}"
+
+
+def batch_output(config: AssynchConfig, batch: str) -> str:
+    return f"{config.preprocess.output.rstrip('/')}/batches/{batch}"
+
+
+def list_video_batches(config: AssynchConfig) -> dict[str, int]:
+    """Batch folder name -> number of video files in it, under `dag.incoming`."""
+    from assynch.preprocess.inputs import VIDEO_EXTENSIONS
+    from assynch.storage import filesystem
+
+    assert config.dag.incoming is not None
+    fs, root = filesystem(config.dag.incoming, config.storage)
+    if not fs.exists(root):
+        return {}
+    batches = {}
+    for entry in fs.ls(root, detail=True):
+        if entry["type"] != "directory":
+            continue
+        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        videos = [p for p in fs.find(entry["name"]) if p.lower().endswith(VIDEO_EXTENSIONS)]
+        batches[name] = len(videos)
+    return batches
+
+
+def batch_shards_asset(
+    pipeline: PipelineConfig, config: AssynchConfig, retry: dg.RetryPolicy
+) -> dg.AssetsDefinition:
+    @dg.asset(name="batch_shards", partitions_def=VIDEO_BATCHES, retry_policy=retry,
+              code_version=CODE_VERSION,
+              description="Shards of one batch of new videos under dag.incoming "
+                          "(python -m pipelines.preprocess on that batch only).")
+    def batch_shards(context: dg.AssetExecutionContext, runner: JobRunner) -> Any:
+        batch = context.partition_key
+        output = batch_output(config, batch)
+        args = [*pipeline.job_args(), "--input", batch_input(config, batch), "--output", output]
+        runner.run(context, "pipelines.preprocess", args)
+        manifest = read_manifest(output, config.storage)
+        metadata = shards_metadata(manifest)
+        metadata["path"] = output
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(shard_set_version(manifest)), metadata=metadata
+        )
+
+    return batch_shards
+
+
+def new_video_batches_sensor(pipeline: PipelineConfig) -> dg.SensorDefinition:
+    @dg.sensor(name="new_video_batches", asset_selection=["batch_shards"],
+               minimum_interval_seconds=60,
+               description="Adds a partition for each new batch folder under dag.incoming and "
+                           "preprocesses only that partition.")
+    def new_video_batches(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        config = pipeline.load()
+        known = set(context.instance.get_dynamic_partitions(VIDEO_BATCHES.name))
+        found = list_video_batches(config)
+        new = sorted(name for name, videos in found.items() if videos and name not in known)
+        if not new:
+            return dg.SkipReason(f"no new video batches under {config.dag.incoming}")
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(partition_key=name, run_key=name) for name in new],
+            dynamic_partitions_requests=[VIDEO_BATCHES.build_add_request(new)],
+        )
+
+    return new_video_batches
 
 
 def _manifest_or_none(config: AssynchConfig) -> dict[str, Any] | None:
@@ -264,8 +342,10 @@ def _describe_shards(config: AssynchConfig) -> tuple[str, dict[str, Any]]:
 
 def build_definitions(pipeline: PipelineConfig, runner: JobRunner | None = None) -> dg.Definitions:
     config = pipeline.load()
+    sensors = [new_video_batches_sensor(pipeline)] if config.dag.incoming is not None else []
     return dg.Definitions(
         assets=build_assets(pipeline),
+        sensors=sensors,
         resources={"runner": runner or JobRunner(ray_address=config.dag.ray_address)},
     )
 
@@ -287,6 +367,7 @@ def run_pipeline(
     *,
     runner: JobRunner | None = None,
     selection: Sequence[str] | None = None,
+    partition_key: str | None = None,
     log_level: str = "WARNING",
 ) -> list[AssetOutcome]:
     """Materialise the graph in this process with the Dagster instance in `dag.dagster_home`
@@ -298,16 +379,20 @@ def run_pipeline(
     definitions = build_definitions(pipeline, runner)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assets = list(definitions.assets or [])
+        if selection is None:  # partitioned assets run per partition (the sensor's runs)
+            selection = [a.key.to_user_string() for a in assets  # type: ignore[union-attr]
+                         if a.partitions_def is None]  # type: ignore[union-attr]
         result = dg.materialize(
             assets,  # type: ignore[arg-type]
             instance=instance,
             resources=definitions.resources,
-            selection=list(selection) if selection else None,
+            selection=list(selection),
+            partition_key=partition_key,
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )
         outcomes = []
-        ran = result.dagster_run.asset_selection or {asset.key for asset in assets}
-        for key in ran:
+        assert result.success
+        for key in (dg.AssetKey(name) for name in selection):
             event = instance.get_latest_materialization_event(key)
             materialization = None if event is None else event.asset_materialization
             if materialization is None:
