@@ -141,18 +141,32 @@ def synth(
     height: Annotated[int, typer.Option(help="Frame height (even).")] = 240,
     fps: Annotated[float, typer.Option(help="Frames per second.")] = 25.0,
     sample_rate: Annotated[int, typer.Option(help="Audio sample rate (AAC).")] = 48000,
+    difficulty: Annotated[
+        str,
+        typer.Option(
+            help="easy: flashes and knocks on a slowly moving view; hard: contacts and "
+            "reversals of small objects under head turns, shake and exposure steps."
+        ),
+    ] = "easy",
     event_interval: Annotated[
-        float, typer.Option(help="Mean seconds between audio-visual events.")
-    ] = 5.0,
+        float | None,
+        typer.Option(help="Mean seconds between audio-visual events (easy 5.0, hard 7.0)."),
+    ] = None,
     min_gap: Annotated[
-        float, typer.Option(help="Smallest seconds between audio-visual events.")
-    ] = 1.5,
+        float | None,
+        typer.Option(help="Smallest seconds between audio-visual events (easy 1.5, hard 2.5)."),
+    ] = None,
     distractor_interval: Annotated[
-        float, typer.Option(help="Mean seconds between distractors.")
-    ] = 6.0,
+        float | None,
+        typer.Option(help="Mean seconds between distractors (easy 6.0, hard 3.5)."),
+    ] = None,
     kinds: Annotated[
-        str, typer.Option(help="Comma-separated audio-visual kinds: impact,appear,rhythm.")
-    ] = "impact,appear,rhythm",
+        str | None,
+        typer.Option(
+            help="Comma-separated audio-visual kinds: impact,appear,rhythm,bounce,reverse "
+            "(easy: impact,appear,rhythm; hard: bounce,reverse)."
+        ),
+    ] = None,
     distractors: Annotated[
         bool, typer.Option(help="Add silent motion and off-screen sounds.")
     ] = True,
@@ -169,8 +183,9 @@ def synth(
 ) -> None:
     """Write synthetic egocentric clips (H.264 + AAC MP4) with a JSON of their events each."""
     user_errors(_synth)(
-        out, count, duration, seed, width, height, fps, sample_rate, event_interval, min_gap,
-        distractor_interval, kinds, distractors, ambient, camera_motion, workers, overwrite,
+        out, count, duration, seed, width, height, fps, sample_rate, difficulty, event_interval,
+        min_gap, distractor_interval, kinds, distractors, ambient, camera_motion, workers,
+        overwrite,
     )
 
 
@@ -178,14 +193,15 @@ _SYNTH_OPTIONS = {
     "width": "--width", "height": "--height", "fps": "--fps", "sample_rate": "--sample-rate",
     "event_interval_sec": "--event-interval", "min_event_gap_sec": "--min-gap",
     "distractor_interval_sec": "--distractor-interval", "event_kinds": "--kinds",
+    "difficulty": "--difficulty",
 }
 
 
 def _synth(
     out: Path, count: int, duration: float, seed: int, width: int, height: int, fps: float,
-    sample_rate: int, event_interval: float, min_gap: float, distractor_interval: float,
-    kinds: str, distractors: bool, ambient: bool, camera_motion: bool, workers: int | None,
-    overwrite: bool,
+    sample_rate: int, difficulty: str, event_interval: float | None, min_gap: float | None,
+    distractor_interval: float | None, kinds: str | None, distractors: bool, ambient: bool,
+    camera_motion: bool, workers: int | None, overwrite: bool,
 ) -> None:
     import time
 
@@ -200,20 +216,25 @@ def _synth(
         sidecar_path,
     )
 
-    chosen_kinds = tuple(kind.strip() for kind in kinds.split(",") if kind.strip())
-    unknown = [kind for kind in chosen_kinds if kind not in AUDIO_VISUAL_KINDS]
-    if unknown or not chosen_kinds:
-        raise UserError(
-            f"--kinds {kinds!r}: unknown or missing kinds {unknown}; pass a comma-separated "
-            f"subset of {','.join(AUDIO_VISUAL_KINDS)}"
-        )
-    fields = {
-        "width": width, "height": height, "fps": fps, "sample_rate": sample_rate,
-        "event_interval_sec": event_interval, "min_event_gap_sec": min_gap,
-        "distractor_interval_sec": distractor_interval,
-        "event_kinds": chosen_kinds,
-        "distractors": distractors, "ambient_noise": ambient, "camera_motion": camera_motion,
+    fields: dict[str, object] = {
+        "difficulty": difficulty, "width": width, "height": height, "fps": fps,
+        "sample_rate": sample_rate, "distractors": distractors, "ambient_noise": ambient,
+        "camera_motion": camera_motion,
     }
+    if kinds is not None:
+        chosen_kinds = tuple(kind.strip() for kind in kinds.split(",") if kind.strip())
+        unknown = [kind for kind in chosen_kinds if kind not in AUDIO_VISUAL_KINDS]
+        if unknown or not chosen_kinds:
+            raise UserError(
+                f"--kinds {kinds!r}: unknown or missing kinds {unknown}; pass a comma-separated "
+                f"subset of {','.join(AUDIO_VISUAL_KINDS)}"
+            )
+        fields["event_kinds"] = chosen_kinds
+    # Options left out take the difficulty's defaults (SynthSpec fills them in).
+    for name, value in (("event_interval_sec", event_interval), ("min_event_gap_sec", min_gap),
+                        ("distractor_interval_sec", distractor_interval)):
+        if value is not None:
+            fields[name] = value
     try:
         spec = SynthSpec(**fields)
     except ValidationError as exc:
@@ -240,7 +261,8 @@ def _synth(
     audio_visual = sum(len(clip.audio_visual_events()) for clip in events)
     distractor_count = sum(len(clip.distractor_events()) for clip in events)
     typer.echo(
-        f"{len(paths)} clips in {out} ({width}x{height}, {fps:g} fps, {duration:g} s each): "
+        f"{len(paths)} clips in {out} ({spec.difficulty}, {width}x{height}, {fps:g} fps, "
+        f"{duration:g} s each): "
         f"{audio_visual} audio-visual events, {distractor_count} distractors, {elapsed:.1f} s"
     )
 
@@ -285,3 +307,100 @@ def pipeline_run(ctx: typer.Context) -> None:
     code = run_job_module("dag", ["run", *ctx.args])
     if code != 0:
         raise typer.Exit(code=code)
+# --- evaluate: a model on a shard split (pipelines/evaluate.py on Ray Data) -------------------
+@app.command(
+    "evaluate",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def evaluate(ctx: typer.Context) -> None:
+    """Evaluate a model on a shard split, log it to MLflow, optionally promote it; `--help`
+    lists the flags.
+
+    The arguments go unchanged to `python -m pipelines.evaluate`, the module that
+    `ray job submit` runs, so both accept exactly the same flags.
+    """
+    from assynch.jobs import run_job_module
+
+    code = run_job_module("evaluate", ctx.args)
+    if code != 0:
+        raise typer.Exit(code=code)
+
+
+# --- compare: runs side by side (MLflow) ------------------------------------------------------
+
+
+@app.command("compare")
+def compare(
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", "-e", help="Compare every run of it.")
+    ] = None,
+    run: Annotated[
+        list[str] | None, typer.Option("--run", help="A run id (repeatable).")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="A registered model URI: its latest evaluation run "
+                     "(repeatable)."),
+    ] = None,
+    sort: Annotated[str, typer.Option(help="Metric to sort by (best first).")] = "streaming/acc1",
+    ascending: Annotated[
+        bool | None,
+        typer.Option("--ascending/--descending",
+                     help="Sort order (default: ascending for EMD/loss-like metrics)."),
+    ] = None,
+    curve: Annotated[
+        str, typer.Option(help="Metric whose history (per step) is plotted per run.")
+    ] = "streaming/curve/acc1",
+    filter_: Annotated[
+        str, typer.Option("--filter", help="MLflow search filter for --experiment, e.g. "
+                          "\"tags.`assynch.run_type` = 'evaluation'\".")
+    ] = "",
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for comparison.md and the plot.")
+    ] = Path("reports/compare"),
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI (default: the config's).")
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Runs side by side: differing params and metrics sorted by one metric (terminal table and
+    markdown), and one PNG of a metric's curve per run."""
+    user_errors(_compare)(experiment, run or [], model or [], sort, ascending, curve, filter_,
+                          output, tracking_uri, config, set_)
+
+
+def _compare(
+    experiment: str | None, runs: list[str], models: list[str], sort: str,
+    ascending: bool | None, curve: str, filter_: str, output: Path, tracking_uri: str | None,
+    config: Path | None, overrides: list[str] | None,
+) -> None:
+    from rich.table import Table
+
+    from assynch.eval.compare import comparison_table, plot_curves, plot_name, render_markdown
+    from assynch.tracking.evaluation import fetch_runs, metric_history, tracking_uri_for
+
+    if experiment is None and not runs and not models:
+        raise UserError("compare needs --experiment NAME, --run ID or --model URI")
+    uri = tracking_uri_for(config_from_options(config, overrides), tracking_uri)
+    records = fetch_runs(uri, experiment=experiment, run_ids=tuple(runs),
+                         model_uris=tuple(models), filter_string=filter_)
+    if not records:
+        raise UserError(f"no runs to compare (experiment {experiment!r}, filter {filter_!r})")
+    histories = {f"{r.name} ({r.run_id[:8]})": metric_history(uri, r.run_id, curve)
+                 for r in records}
+    output.mkdir(parents=True, exist_ok=True)
+    plot = plot_curves(histories, curve, output / plot_name(curve))
+    source = f"experiment {experiment}" if experiment else ""
+    (output / "comparison.md").write_text(
+        render_markdown(records, sort, ascending, plot=plot.name, source=source)
+    )
+    header, rows = comparison_table(records, sort, ascending)
+    table = Table(title=f"{len(records)} runs, best first by {sort}")
+    for column in header:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    typer.echo(f"markdown: {output / 'comparison.md'}\nplot: {plot}")

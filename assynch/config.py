@@ -235,9 +235,50 @@ class TrainConfig(_Section):
 
 
 class TrackingConfig(_Section):
-    tracking_uri: str = "sqlite:///mlflow.db"
-    registered_model: str = "as-synchformer"
-    alias: str = "candidate"
+    """MLflow (docs/TRACKING.md). Read by `assynch.tracking` only."""
+
+    tracking_uri: str | None = Field(
+        None,
+        description="http(s)://host:port of an MLflow server or sqlite:///path.db; null: "
+        "$MLFLOW_TRACKING_URI, else sqlite:///<working folder>/mlflow.db",
+    )
+    experiment: str = Field("assynch", description="MLflow experiment of training runs")
+    registered_model: str = Field("as-synchformer", description="registry name of trained models")
+    alias: str = Field("candidate", description="alias set on each newly registered version")
+    connect_timeout_sec: float = Field(
+        5.0, gt=0, description="how long to wait for the tracking server before failing"
+    )
+
+
+class EvalConfig(_Section):
+    """The evaluation job (pipelines/evaluate.py, docs/EVALUATION.md)."""
+
+    model: str = Field(
+        "models:/as-synchformer@candidate",
+        description="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model or a checkpoint",
+    )
+    shards: str = Field("data/shards", description="a finished shard set (preprocess output)")
+    split: Literal["train", "val", "test"] = "test"
+    modes: tuple[Literal["snapshot", "streaming"], ...] = Field(
+        ("snapshot", "streaming"),
+        min_length=1,
+        description="snapshot: each window alone; streaming: windows in order, the model's state",
+    )
+    batch_size: int = Field(4, gt=0, description="stream samples per forward pass")
+    num_workers: int = Field(2, gt=0, description="Ray actors, each holding one model copy")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    output: str = Field("reports", description="folder for report.json/.md, plots, predictions")
+    bootstrap_resamples: int = Field(1000, ge=10, description="resamples of the video bootstrap")
+    bootstrap_seed: int = 0
+    confidence: float = Field(0.95, gt=0, lt=1, description="bootstrap interval coverage")
+    reliability_bins: int = Field(10, gt=0)
+    experiment: str | None = Field(
+        None, description="MLflow experiment of evaluation runs; default: the model's run's"
+    )
+    promote_margin: float = Field(
+        1.0, ge=0, description="ACC@1 points a candidate must gain over the champion"
+    )
+    champion_alias: str = Field("champion", min_length=1)
 
 
 class SyntheticClips(_Section):
@@ -281,6 +322,7 @@ class AssynchConfig(_Section):
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
     dag: DagConfig = DagConfig()
+    eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")
     def _audio_margin_covers_offsets(self) -> AssynchConfig:

@@ -11,6 +11,7 @@ import logging
 import time as clock
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -94,6 +95,66 @@ def step_preprocess(config: AssynchConfig) -> None:
         raise SystemExit(f"preprocessing failed (exit code {code}); see the messages above")
 
 
+def mlflow_ui_command(tracking_uri: str) -> str:
+    """What to run (or open) to see the quickstart's runs and registry."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri} in a browser"
+    return f"mlflow ui --backend-store-uri {tracking_uri} --port 5000"
+
+
+def evaluation_table(report: dict[str, Any]) -> Table:
+    """Overall ACC@1, ACC@1±1 and EMD per mode with their bootstrap intervals."""
+    data = report["data"]
+    table = Table(title=f"{report['model']['uri']} on {data['split']} ({data['samples']} stream "
+                        f"samples, {data['videos']} videos; 95% bootstrap over videos)")
+    scored = {"streaming": "end of stream", "snapshot": "each window alone"}
+    for column in ("mode", "scored", "ACC@1", "ACC@1±1", "EMD (s)"):
+        table.add_column(column)
+    for mode, summary in report["modes"].items():
+        overall = summary["overall"]
+        cells = [
+            f"{overall[n]['value']:.3f} [{overall[n]['ci_low']:.3f}, {overall[n]['ci_high']:.3f}]"
+            for n in ("acc1", "acc1_pm1", "emd_sec")
+        ]
+        table.add_row(mode, scored.get(mode, mode), *cells)
+    return table
+
+
+def step_evaluate(config: AssynchConfig) -> None:
+    """Evaluate the model the quickstart trained (`eval.model`, the registered candidate) on the
+    test split with the evaluation job, promote it to champion by the rule, and print the
+    metrics and the command that opens the MLflow UI.
+
+    Runs `python -m pipelines.evaluate --promote` on a local Ray, like `assynch evaluate`.
+    """
+    import json
+    import tempfile
+
+    from assynch.config import dump_config
+    from assynch.jobs import run_job_module
+    from assynch.tracking.evaluation import tracking_uri_for
+
+    tracking_uri = tracking_uri_for(config)
+    folder = Path(config.eval.output) / "quickstart"
+    with tempfile.TemporaryDirectory() as temporary:
+        config_path = Path(temporary) / "quickstart.yaml"
+        config_path.write_text(dump_config(config))
+        code = run_job_module("evaluate", [
+            "--config", str(config_path), "--split", "test", "--promote",
+            "--tracking-uri", tracking_uri, "--output", str(folder),
+        ])
+    if code != 0:
+        raise SystemExit(f"evaluation failed (exit code {code}); see the messages above")
+    report = json.loads((folder / "report.json").read_text())
+    console.print(evaluation_table(report))
+    promotion = report.get("promotion") or {}
+    verdict = "promoted to champion" if promotion.get("promote") else "not promoted"
+    console.print(f"{report['model']['uri']}: {verdict} ({promotion.get('reason', '-')})")
+    console.print(f"report: {folder / 'report.md'}")
+    console.print(f"MLflow UI: [bold]{mlflow_ui_command(tracking_uri)}[/]")
+
+
+# step_evaluate joins STEPS after the training step (it evaluates the model training registers).
 STEPS: list[tuple[str, Callable[[AssynchConfig], None]]] = [
     ("synthesise clips", step_synthesise),
     ("decode into stream samples", step_decode_into_windows),

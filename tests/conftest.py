@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from s3_support import MotoS3
 
 # --- synthetic clips (assynch.synth.clips) ------------------------------------------------------
 
@@ -54,46 +55,6 @@ def ray_local() -> Iterator[Any]:
     ray.shutdown()
 
 
-class MotoS3:
-    """moto's S3 server on 127.0.0.1: `storage` reaches it; `bucket()` makes a fresh bucket."""
-
-    def __init__(self, endpoint_url: str) -> None:
-        from assynch.config import StorageConfig
-
-        self.endpoint_url = endpoint_url
-        self.storage = StorageConfig(
-            endpoint_url=endpoint_url,
-            region="us-east-1",
-            access_key_id="testing",
-            secret_access_key="testing-secret",
-        )
-        self._count = 0
-
-    def client(self) -> Any:
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing-secret",
-        )
-
-    def bucket(self, prefix: str = "bucket") -> str:
-        self._count += 1
-        name = f"{prefix}-{self._count}"
-        self.client().create_bucket(Bucket=name)
-        return name
-
-    def upload_folder(self, folder: Path, bucket: str, prefix: str) -> None:
-        client = self.client()
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                key = f"{prefix}/{path.relative_to(folder).as_posix()}"
-                client.upload_file(str(path), bucket, key)
-
-
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[MotoS3]:
     """`moto_server -H 127.0.0.1 -p PORT` as a subprocess for the session."""
@@ -127,3 +88,60 @@ def moto_s3() -> Iterator[MotoS3]:
     yield MotoS3(endpoint)
     server.terminate()
     server.wait(timeout=10)
+
+
+# --- MLflow tracking server (tracking; usable by any part, e.g. training) --------------------
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 for the session (SQLite backend, local artifacts
+    proxied by the server, 1 worker); yields its URI, e.g. `http://127.0.0.1:PORT`. Tests share
+    it: use your own experiment and registered-model names."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    folder = tmp_path_factory.mktemp("mlflow_server")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    executable = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
+    log_file = (folder / "server.log").open("wb")
+    server = subprocess.Popen(
+        [
+            executable, "server",
+            "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+            "--artifacts-destination", str(folder / "artifacts"),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ],
+        stdout=log_file, stderr=subprocess.STDOUT, cwd=folder,
+        # No job runner: it forks ~8 huey processes that tests never use (2 shared cores).
+        env={**os.environ, "MLFLOW_TRACKING_URI": "",
+             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{uri}/health", timeout=2).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                log_file.close()
+                tail = (folder / "server.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"mlflow server did not start on {uri}:\n{tail}") from None
+            time.sleep(0.3)
+    yield uri
+    server.terminate()
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=5)
+    log_file.close()

@@ -1,0 +1,1 @@
+"""Metrics (one implementation) and the evaluation job's logic (docs/EVALUATION.md)."""

@@ -9,12 +9,17 @@ and after the last window.
 
 Inputs are probabilities (softmax of the logits), not logits, so that averaged or calibrated
 distributions can be scored too. Arrays may be numpy or torch.
+
+The evaluation report (assynch/eval/summary.py) adds, from the same per-sample values: a
+bootstrap interval that resamples whole videos (`bootstrap_interval`), the confusion matrix, the
+reliability of the top-class confidence and the histogram of the offset error in seconds.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 METRIC_NAMES = ("acc1", "acc1_pm1", "emd_sec")
@@ -57,6 +62,15 @@ def _per_sample(
         "acc1": (predicted == target).to(probs.dtype),
         "acc1_pm1": ((predicted - target).abs() <= 1).to(probs.dtype),
         "emd_sec": (probs.cumsum(dim=1) - true_cdf).abs().sum(dim=1) * step_sec,
+    }
+
+
+def per_sample_metrics(probs: Any, target: Any, step_sec: float = 0.2) -> dict[str, np.ndarray]:
+    """probs (N, C), target classes (N,) -> {'acc1', 'acc1_pm1', 'emd_sec'}: one value per sample
+    (float64 numpy), whose means are `offset_metrics`."""
+    probs, target = _as_probabilities(probs, target)
+    return {
+        name: value.numpy() for name, value in _per_sample(probs, target, step_sec).items()
     }
 
 
@@ -148,3 +162,116 @@ class StreamingMetricAccumulator:
             count: {name: total / self.samples for name, total in sums.items()}
             for count, sums in self._sums.items()
         }
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluation report's extras
+
+
+def bootstrap_interval(
+    values: Any,
+    groups: Any,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    mask: Any = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval of a mean over samples, resampling whole groups (videos).
+
+    values (N, ...) per-sample numbers; groups (N,) the group (video) of each sample; mask
+    (N, ...) bool, which samples count for each entry of `values.shape[1:]` (e.g. one column per
+    offset class). Each resample draws as many groups as there are, with replacement, and takes
+    the mean over all samples of the drawn groups (a group drawn twice counts twice). Returns
+    (low, high) with the shape of `values.shape[1:]`; NaN where no resample has a sample.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape[0] == 0:
+        raise ValueError("no samples to bootstrap")
+    _, group_index = np.unique(np.asarray(groups).reshape(-1), return_inverse=True)
+    if group_index.shape[0] != values.shape[0]:
+        raise ValueError(f"{values.shape[0]} values but {group_index.shape[0]} group labels")
+    weights_mask = (
+        np.ones(values.shape, np.float64) if mask is None else np.asarray(mask, np.float64)
+    )
+    count = int(group_index.max()) + 1
+    flat_values = (values * weights_mask).reshape(values.shape[0], -1)
+    flat_mask = weights_mask.reshape(values.shape[0], -1)
+    sums = np.zeros((count, flat_values.shape[1]))
+    counts = np.zeros((count, flat_values.shape[1]))
+    np.add.at(sums, group_index, flat_values)
+    np.add.at(counts, group_index, flat_mask)
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(count, np.full(count, 1.0 / count), size=resamples).astype(np.float64)
+    numerators = draws @ sums
+    denominators = draws @ counts
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(denominators > 0, numerators / denominators, np.nan)
+    tail = (1.0 - confidence) / 2 * 100
+    shape = values.shape[1:]
+    low = np.full(flat_values.shape[1], np.nan)
+    high = np.full(flat_values.shape[1], np.nan)
+    seen = ~np.all(np.isnan(means), axis=0)
+    if seen.any():
+        low[seen] = np.nanpercentile(means[:, seen], tail, axis=0)
+        high[seen] = np.nanpercentile(means[:, seen], 100 - tail, axis=0)
+    return low.reshape(shape), high.reshape(shape)
+
+
+def confusion_matrix(probs: Any, target: Any) -> np.ndarray:
+    """(C, C) counts: rows are true classes, columns the most probable class."""
+    probs, target = _as_probabilities(probs, target)
+    classes = probs.shape[1]
+    matrix = np.zeros((classes, classes), np.int64)
+    np.add.at(matrix, (target.numpy(), probs.argmax(dim=1).numpy()), 1)
+    return matrix
+
+
+def offset_errors_sec(probs: Any, target: Any, step_sec: float = 0.2) -> np.ndarray:
+    """Predicted (most probable) minus true offset per sample, in seconds."""
+    probs, target = _as_probabilities(probs, target)
+    return ((probs.argmax(dim=1) - target).numpy() * step_sec).astype(np.float64)
+
+
+def error_histogram(
+    probs: Any, target: Any, step_sec: float = 0.2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of each possible error (-(C-1)..(C-1) classes) -> (errors in seconds, counts)."""
+    probs, target = _as_probabilities(probs, target)
+    classes = probs.shape[1]
+    difference = (probs.argmax(dim=1) - target).numpy() + classes - 1
+    counts = np.bincount(difference, minlength=2 * classes - 1)
+    errors = (np.arange(2 * classes - 1) - (classes - 1)) * step_sec
+    return errors, counts
+
+
+def reliability(probs: Any, target: Any, bins: int = 10) -> dict[str, Any]:
+    """Calibration of the top-class confidence in `bins` equal bins over [0, 1].
+
+    Returns {'bins': [{'low', 'high', 'count', 'confidence', 'accuracy'}], 'ece'}: per bin the
+    mean confidence and the ACC@1 of the samples whose confidence falls in it (None when empty),
+    and the expected calibration error sum_b n_b / N |accuracy_b - confidence_b|.
+    """
+    probs, target = _as_probabilities(probs, target)
+    if bins < 1:
+        raise ValueError(f"bins must be positive, got {bins}")
+    confidence, predicted = probs.max(dim=1)
+    confidence = confidence.numpy()
+    correct = (predicted == target).numpy().astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, bins - 1)
+    rows: list[dict[str, Any]] = []
+    ece = 0.0
+    for number in range(bins):
+        chosen = index == number
+        count = int(chosen.sum())
+        mean_confidence = float(confidence[chosen].mean()) if count else None
+        accuracy = float(correct[chosen].mean()) if count else None
+        if count:
+            ece += count / len(confidence) * abs(accuracy - mean_confidence)  # type: ignore[operator]
+        rows.append({
+            "low": round(float(edges[number]), 6), "high": round(float(edges[number + 1]), 6),
+            "count": count,
+            "confidence": mean_confidence, "accuracy": accuracy,
+        })
+    return {"bins": rows, "ece": float(ece) if len(confidence) else None}

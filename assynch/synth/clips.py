@@ -25,6 +25,8 @@ from assynch.synth.scene import render_frames
 from assynch.synth.schema import (
     AUDIO_VISUAL_KINDS,
     DISTRACTOR_KINDS,
+    EASY_KINDS,
+    HARD_KINDS,
     ClipEvents,
     SynthError,
     SynthEvent,
@@ -35,6 +37,8 @@ from assynch.synth.schema import (
 __all__ = [
     "AUDIO_VISUAL_KINDS",
     "DISTRACTOR_KINDS",
+    "EASY_KINDS",
+    "HARD_KINDS",
     "ClipEvents",
     "SynthError",
     "SynthEvent",

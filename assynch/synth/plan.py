@@ -22,6 +22,9 @@ FADE_SEC = 0.24
 SPAN_MARGIN_SEC = 0.3
 EDGE_MARGIN_SEC = 0.3
 WHITE = (255, 255, 255)
+# At hard, most distractors are silent moving objects like the events' (so a moving object is
+# no sign of a sound); the rest are off-screen sounds.
+HARD_SILENT_SHARE = 0.7
 
 
 @dataclass(frozen=True)
@@ -141,10 +144,14 @@ def _place_distractors(
     gap_frames = math.ceil(SPAN_MARGIN_SEC * fps)
     spans = [(start, end) for start, _, end, _ in taken]
     placed: list[Placed] = []
+    silent_share = HARD_SILENT_SHARE if spec.difficulty == "hard" else 0.5
     t = rng.exponential(spec.distractor_interval_sec)
     while t * fps < num_frames:
-        kind = "silent_motion" if rng.random() < 0.5 else "offscreen_sound"
-        draft = _DRAFTERS[kind](rng, spec)
+        kind = "silent_motion" if rng.random() < silent_share else "offscreen_sound"
+        drafter = _draft_silent_motion_hard if (
+            kind == "silent_motion" and spec.difficulty == "hard"
+        ) else _DRAFTERS[kind]
+        draft = drafter(rng, spec)
         wanted = max(math.ceil(t * fps - 1e-9) - draft.lead_frames, edge)
         t += rng.exponential(spec.distractor_interval_sec)
         start = _first_free_start(wanted, draft.lead_frames + draft.tail_frames, spans, gap_frames)
@@ -439,10 +446,309 @@ def _draft_offscreen_sound(rng: np.random.Generator, spec: SynthSpec) -> _Draft:
     return _Draft("offscreen_sound", 0, length, build)
 
 
+# ---------------------------------------------------------------------------------------------
+# Hard kinds: the moment is a contact or a reversal of a small object's motion. No flash, no
+# appearance at the onset: objects fade in and out slowly and keep moving through the contact,
+# so the only cue is where the object is and which way it goes.
+
+SURFACE_FADE_SEC = 0.3
+
+
+def _saturated_color(rng: np.random.Generator) -> tuple[int, int, int]:
+    """A strongly coloured object (one channel high, one low), unlike the greyish scene."""
+    channels = [rng.uniform(190, 255), rng.uniform(10, 60), rng.uniform(10, 255)]
+    order = rng.permutation(3)
+    return tuple(int(channels[i]) for i in order)  # type: ignore[return-value]
+
+
+def _ramp(count: int, rising: bool) -> np.ndarray:
+    """`count` opacities strictly between 0 and 1, rising or falling linearly."""
+    ramp = np.linspace(0.0, 1.0, count + 2)[1:-1]
+    return ramp if rising else ramp[::-1]
+
+
+def _surface_track(
+    first: int, last: int, cx: float, cy: float, width: int, height: int, color: tuple[int, ...],
+    fps: float,
+) -> SpriteTrack:
+    """A static bar seen from frame `first` to `last` (inclusive), fading in before and out
+    after."""
+    fade = _frames(SURFACE_FADE_SEC, fps)
+    frames = np.arange(first - fade, last + fade + 1)
+    alpha = np.concatenate([_ramp(fade, True), np.ones(last - first + 1), _ramp(fade, False)])
+    count = frames.size
+    return SpriteTrack(
+        frames, np.full(count, cx), np.full(count, cy), alpha, np.zeros(count, dtype=bool),
+        width, height, "box", color,  # type: ignore[arg-type]
+    )
+
+
+def _object_box(cx: float, cy: float, size: int, spec: SynthSpec) -> tuple[int, int, int, int]:
+    return _box(cx, cy, size, size, spec)
+
+
+def _union(boxes: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
+    x0 = min(b[0] for b in boxes)
+    y0 = min(b[1] for b in boxes)
+    x1 = max(b[0] + b[2] for b in boxes)
+    y1 = max(b[1] + b[3] for b in boxes)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def _draft_bounce(rng: np.random.Generator, spec: SynthSpec) -> _Draft:
+    """A ball falls onto a floor bar and bounces 0-2 more times (each contact a knock), then
+    lands and rolls on, fading out. Gravity and restitution are physical, so the ball is
+    fastest at each contact and its vertical motion reverses there."""
+    fps = spec.fps
+    left, top, side = _centre_square(spec)
+    size = max(6, int(round(rng.uniform(0.07, 0.12) * side)))
+    contacts_wanted = int(rng.choice([1, 2, 3], p=[0.35, 0.35, 0.3]))
+    restitution = rng.uniform(0.55, 0.8)
+    fall = _frames(rng.uniform(0.35, 0.55), fps, minimum=4)
+    floor_y = top + rng.uniform(0.62, 0.9) * side
+    drop = rng.uniform(0.35, 0.7) * side
+    gravity = 2.0 * drop / (fall / fps) ** 2
+    speed = gravity * fall / fps
+    flights: list[int] = []
+    for _ in range(contacts_wanted - 1):
+        speed *= restitution
+        flight = int(round(2.0 * speed / gravity * fps))
+        if flight < 5:
+            break
+        flights.append(flight)
+    roll = _frames(rng.uniform(0.4, 0.7), fps, minimum=3)
+    span = fall + sum(flights) + roll
+    room = side - 1.5 * size
+    vx = rng.uniform(0.15, 0.45) * side * (1.0 if rng.random() < 0.5 else -1.0)
+    vx = float(np.clip(vx, -room * fps / span, room * fps / span))
+    travel = abs(vx) * span / fps
+    x_low = left + 0.75 * size + rng.uniform(0.0, max(room - travel, 0.0))
+    x_start = x_low if vx > 0 else x_low + travel
+    color = _saturated_color(rng)
+    surface_color = _dark_color(rng)
+    thickness = max(2, size // 4)
+    amplitude = rng.uniform(0.35, 0.6)
+    knock = {
+        "thump_hz": rng.uniform(60, 180),
+        "thump_decay": rng.uniform(0.04, 0.12),
+        "noise_decay": rng.uniform(0.008, 0.03),
+        "brightness": rng.uniform(0.2, 0.8),
+    }
+    fade_in = max(2, min(fall // 2, _frames(0.3, fps)))
+    tail = sum(flights) + roll + _frames(SURFACE_FADE_SEC, fps)
+    lead = fall + _frames(SURFACE_FADE_SEC, fps)  # the floor fades in before the fall
+
+    def build(onset: int) -> Built:
+        steps = np.arange(-fall, span - fall + 1)  # frames relative to the first contact
+        cx = x_start + vx * (steps + fall) / fps
+        cy = np.empty(steps.size)
+        tau = (steps[: fall + 1] + fall) / fps
+        cy[: fall + 1] = floor_y - drop + 0.5 * gravity * tau**2
+        contact_steps = [0]
+        at = fall + 1
+        for flight in flights:
+            tau = np.arange(1, flight + 1) / fps
+            cy[at : at + flight] = floor_y - 0.5 * gravity * tau * (flight / fps - tau)
+            at += flight
+            contact_steps.append(contact_steps[-1] + flight)
+        cy[at:] = floor_y
+        alpha = np.ones(steps.size)
+        alpha[:fade_in] = _ramp(fade_in, True)
+        alpha[-roll:] = _ramp(roll, False)
+        ball = SpriteTrack(
+            onset + steps, cx, cy, alpha, np.zeros(steps.size, dtype=bool), size, size, "disc",
+            color,
+        )
+        x0, x1 = float(cx.min()), float(cx.max())
+        surface = _surface_track(
+            onset - fall, onset + span - fall, (x0 + x1) / 2, floor_y + size / 2 + thickness / 2,
+            int(round(x1 - x0 + 2.5 * size)), thickness, surface_color, fps,
+        )
+        boxes = [_object_box(cx[fall + k], floor_y, size, spec) for k in contact_steps]
+        times = tuple((onset + k) / fps for k in contact_steps)
+        cues = [
+            SoundCue(t, "knock", amplitude * max(0.5, restitution**i), knock)
+            for i, t in enumerate(times)
+        ]
+        event = SynthEvent(
+            kind="bounce",
+            audio_visual=True,
+            time_sec=times[0],
+            frame=onset,
+            duration_sec=(span - fall) / fps,
+            onsets_sec=times,
+            box=_union(boxes),
+            sound="knock",
+            visual="disc",
+            color=color,
+            onset_boxes=tuple(boxes),
+        )
+        return event, [surface, ball], cues
+
+    return _Draft("bounce", lead, tail, build)
+
+
+def _draft_reverse(rng: np.random.Generator, spec: SynthSpec) -> _Draft:
+    """A block slides at constant speed, hits a wall bar and slides back (each hit a tap),
+    1-3 times between two walls, then slides away fading out. Its speed does not change at a
+    hit, only its direction."""
+    fps = spec.fps
+    left, top, side = _centre_square(spec)
+    size = max(6, int(round(rng.uniform(0.07, 0.12) * side)))
+    horizontal = rng.random() < 0.5
+    contacts = int(rng.choice([1, 2, 3], p=[0.35, 0.35, 0.3]))
+    speed = rng.uniform(0.35, 0.7) * side  # pixels per second
+    distance = speed * rng.uniform(0.35, 0.8)  # between the two walls
+    leg_speeds = speed * rng.uniform(0.8, 1.25, size=contacts + 1)
+    legs = [max(4, int(round(distance / s * fps))) for s in leg_speeds[1:contacts]]
+    lead = _frames(rng.uniform(0.4, 0.8), fps, minimum=4)
+    tail_move = _frames(rng.uniform(0.4, 0.8), fps, minimum=4)
+    if contacts > 1:
+        lead = max(4, min(lead, int(0.9 * distance / leg_speeds[0] * fps)))
+        tail_move = max(4, min(tail_move, int(0.9 * distance / leg_speeds[-1] * fps)))
+    direction = 1.0 if rng.random() < 0.5 else -1.0  # of the approach to the first wall
+    thickness = max(2, size // 4)
+    reach = max(distance if contacts > 1 else 0.0, leg_speeds[0] * lead / fps,
+                leg_speeds[-1] * tail_move / fps)
+    along_room = side - size - 2 * thickness - reach
+    cross = rng.uniform(1.3 * size, side - 1.3 * size)
+    # Wall A (first contact) sits at u = 0 in the object's centre coordinate.
+    if direction > 0:
+        wall_a = size / 2 + thickness + reach + rng.uniform(0, max(along_room, 0.0))
+    else:
+        wall_a = size / 2 + thickness + rng.uniform(0, max(along_room, 0.0))
+    color = _saturated_color(rng)
+    surface_color = _dark_color(rng)
+    sound_kind: SoundKind = "click" if rng.random() < 0.5 else "knock"
+    if sound_kind == "click":
+        params = {"ping_hz": rng.uniform(900, 3000), "decay": rng.uniform(0.008, 0.02)}
+        amplitude = rng.uniform(0.3, 0.45)
+    else:
+        params = {
+            "thump_hz": rng.uniform(80, 200),
+            "thump_decay": rng.uniform(0.03, 0.08),
+            "noise_decay": rng.uniform(0.008, 0.02),
+            "brightness": rng.uniform(0.4, 0.9),
+        }
+        amplitude = rng.uniform(0.35, 0.55)
+    fade_in = max(2, lead // 2)
+    span = sum(legs) + tail_move
+    tail = span + _frames(SURFACE_FADE_SEC, fps)
+    lead_extent = lead + _frames(SURFACE_FADE_SEC, fps)  # the walls fade in first
+
+    def build(onset: int) -> Built:
+        u = [wall_a - direction * leg_speeds[0] * np.arange(lead, 0, -1) / fps, [wall_a]]
+        position, heading = wall_a, -direction  # after the first hit it moves back
+        contact_steps = [0]
+        for leg in legs:
+            target = position + heading * distance
+            u.append(position + (target - position) * np.arange(1, leg + 1) / leg)
+            position, heading = target, -heading
+            contact_steps.append(contact_steps[-1] + leg)
+        u.append(position + heading * leg_speeds[-1] * np.arange(1, tail_move + 1) / fps)
+        along = np.concatenate(u)
+        steps = np.arange(-lead, span + 1)
+        alpha = np.ones(steps.size)
+        alpha[:fade_in] = _ramp(fade_in, True)
+        alpha[-tail_move:] = _ramp(tail_move, False)
+        if horizontal:
+            cx, cy = left + along, np.full(steps.size, top + cross)
+        else:
+            cx, cy = np.full(steps.size, left + cross), top + along
+        block = SpriteTrack(
+            onset + steps, cx, cy, alpha, np.zeros(steps.size, dtype=bool), size, size, "box",
+            color,
+        )
+        walls = [wall_a]
+        if contacts > 1:
+            walls.append(wall_a - direction * distance)
+        surfaces = []
+        for index, wall in enumerate(walls):
+            outward = direction if index == 0 else -direction
+            at = wall + outward * (size / 2 + thickness / 2)
+            length = int(round(2.2 * size))
+            if horizontal:
+                centre, shape = (left + at, top + cross), (thickness, length)
+            else:
+                centre, shape = (left + cross, top + at), (length, thickness)
+            surfaces.append(
+                _surface_track(onset - lead, onset + span, *centre, *shape, surface_color, fps)
+            )
+        boxes = [_object_box(cx[lead + k], cy[lead + k], size, spec) for k in contact_steps]
+        times = tuple((onset + k) / fps for k in contact_steps)
+        cues = [
+            SoundCue(t, sound_kind, amplitude * scale, params)
+            for t, scale in zip(times, np.linspace(1.0, 0.85, len(times)), strict=True)
+        ]
+        event = SynthEvent(
+            kind="reverse",
+            audio_visual=True,
+            time_sec=times[0],
+            frame=onset,
+            duration_sec=span / fps,
+            onsets_sec=times,
+            box=_union(boxes),
+            sound=sound_kind,
+            visual="box",
+            color=color,
+            onset_boxes=tuple(boxes),
+        )
+        return event, [*surfaces, block], cues
+
+    return _Draft("reverse", lead_extent, tail, build)
+
+
+def _draft_silent_motion_hard(rng: np.random.Generator, spec: SynthSpec) -> _Draft:
+    """An object like the hard events' (size, colour, speed) moving through the view without a
+    sound or a contact: fades in, glides on a gently bent path, fades out."""
+    fps, w_px, h_px = spec.fps, spec.width, spec.height
+    side = min(w_px, h_px)
+    size = max(6, int(round(rng.uniform(0.07, 0.12) * side)))
+    shape = "disc" if rng.random() < 0.5 else "box"
+    length = _frames(rng.uniform(1.0, 2.5), fps, minimum=8)
+    speed = rng.uniform(0.3, 0.7) * side
+    angle = rng.uniform(0, 2 * np.pi)
+    x0, y0 = rng.uniform(0.15, 0.85) * w_px, rng.uniform(0.15, 0.85) * h_px
+    bend = rng.uniform(-0.1, 0.1) * side
+    color = _saturated_color(rng)
+    fade = max(2, min(length // 3, _frames(0.3, fps)))
+
+    def build(onset: int) -> Built:
+        tau = np.arange(length) / fps
+        along = speed * tau
+        wobble = bend * np.sin(np.pi * tau / tau[-1])
+        cx = x0 + along * np.cos(angle) - wobble * np.sin(angle)
+        cy = y0 + along * np.sin(angle) + wobble * np.cos(angle)
+        alpha = np.ones(length)
+        alpha[:fade] = _ramp(fade, True)
+        alpha[-fade:] = _ramp(fade, False)
+        frames = np.arange(onset, onset + length)
+        track = SpriteTrack(
+            frames, cx, cy, alpha, np.zeros(length, dtype=bool), size, size, shape, color
+        )
+        event = SynthEvent(
+            kind="silent_motion",
+            audio_visual=False,
+            time_sec=onset / fps,
+            frame=onset,
+            duration_sec=length / fps,
+            onsets_sec=(),
+            box=None,
+            sound=None,
+            visual=shape,
+            color=color,
+        )
+        return event, [track], []
+
+    return _Draft("silent_motion", 0, length, build)
+
+
 _DRAFTERS = {
     "impact": _draft_impact,
     "appear": _draft_appear,
     "rhythm": _draft_rhythm,
+    "bounce": _draft_bounce,
+    "reverse": _draft_reverse,
     "silent_motion": _draft_silent_motion,
     "offscreen_sound": _draft_offscreen_sound,
 }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -16,15 +16,31 @@ from assynch.errors import UserError
 
 SIDECAR_SCHEMA_VERSION = 1
 
-AudioVisualKind = Literal["impact", "appear", "rhythm"]
+AudioVisualKind = Literal["impact", "appear", "rhythm", "bounce", "reverse"]
 DistractorKind = Literal["silent_motion", "offscreen_sound"]
-EventKind = Literal["impact", "appear", "rhythm", "silent_motion", "offscreen_sound"]
+EventKind = Literal[
+    "impact", "appear", "rhythm", "bounce", "reverse", "silent_motion", "offscreen_sound"
+]
 SoundKind = Literal["knock", "tone", "click"]
+Difficulty = Literal["easy", "hard"]
 
 AAC_SAMPLE_RATES = (16000, 22050, 24000, 32000, 44100, 48000)
 
-AUDIO_VISUAL_KINDS: tuple[AudioVisualKind, ...] = ("impact", "appear", "rhythm")
+# `easy`: onsets a global frame difference finds (flashes, appearances). `hard`: the moment is a
+# contact or a reversal of a small object's motion, with no brightness change.
+EASY_KINDS: tuple[AudioVisualKind, ...] = ("impact", "appear", "rhythm")
+HARD_KINDS: tuple[AudioVisualKind, ...] = ("bounce", "reverse")
+AUDIO_VISUAL_KINDS: tuple[AudioVisualKind, ...] = EASY_KINDS + HARD_KINDS
 DISTRACTOR_KINDS: tuple[DistractorKind, ...] = ("silent_motion", "offscreen_sound")
+
+# What `difficulty="hard"` changes in the spec's defaults (a field given explicitly wins).
+# Events sparser than one per 4.8 s window; distractors twice as often as events.
+HARD_DEFAULTS: dict[str, object] = {
+    "event_interval_sec": 7.0,
+    "min_event_gap_sec": 2.5,
+    "event_kinds": HARD_KINDS,
+    "distractor_interval_sec": 3.5,
+}
 
 
 class SynthError(UserError, ValueError):
@@ -36,8 +52,17 @@ class _Frozen(BaseModel):
 
 
 class SynthSpec(_Frozen):
-    """How synthetic clips look and sound. Everything except the seed and the duration."""
+    """How synthetic clips look and sound. Everything except the seed and the duration.
 
+    `difficulty` picks the camera, the distractors and the defaults of the event fields
+    (`HARD_DEFAULTS`); fields passed explicitly keep their values.
+    """
+
+    difficulty: Difficulty = Field(
+        "easy",
+        description="easy: flashes and knocks on a slowly moving view; hard: contacts and "
+        "reversals of small objects under strong head motion and exposure changes",
+    )
     width: int = Field(320, ge=32, le=4096, description="frame width in pixels (even)")
     height: int = Field(240, ge=32, le=4096, description="frame height in pixels (even)")
     fps: float = Field(25.0, ge=1.0, le=120.0, description="video frames per second")
@@ -49,16 +74,27 @@ class SynthSpec(_Frozen):
         1.5, ge=0.5, description="smallest time between two audio-visual events"
     )
     event_kinds: tuple[AudioVisualKind, ...] = Field(
-        AUDIO_VISUAL_KINDS, min_length=1, description="audio-visual event kinds to draw from"
+        EASY_KINDS, min_length=1, description="audio-visual event kinds to draw from"
     )
     distractors: bool = Field(True, description="add silent motion and off-screen sounds")
     distractor_interval_sec: float = Field(
         6.0, gt=0, description="mean time between distractors (before dropping overlaps)"
     )
     ambient_noise: bool = Field(True, description="filtered noise with drifting level and colour")
-    camera_motion: bool = Field(True, description="pan, hand-held shake and brightness drift")
+    camera_motion: bool = Field(
+        True,
+        description="pan, hand-held shake and brightness drift (hard: head turns, strong shake "
+        "and exposure steps)",
+    )
     x264_preset: str = Field("ultrafast", description="libx264 preset")
     x264_crf: int = Field(23, ge=0, le=51, description="libx264 constant rate factor")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _difficulty_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("difficulty") == "hard":
+            return {**HARD_DEFAULTS, **data}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> SynthSpec:
@@ -99,6 +135,11 @@ class SynthEvent(_Frozen):
     sound: SoundKind | None = None
     visual: str | None = Field(None, description="what is drawn: 'disc' or 'box' sprite")
     color: tuple[int, int, int] | None = None
+    onset_boxes: tuple[tuple[int, int, int, int], ...] | None = Field(
+        None,
+        description="hard kinds: the moving object's x, y, width, height at each onset (where "
+        "it touches the surface or turns); null for easy kinds and distractors",
+    )
 
 
 class AmbientInfo(_Frozen):

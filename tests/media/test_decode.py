@@ -10,7 +10,6 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
-from conftest import MotoS3
 from media_files import (
     BEEP_AMPLITUDE,
     ClipSpec,
@@ -19,6 +18,7 @@ from media_files import (
     truncate_file,
     write_clip,
 )
+from s3_support import MotoS3
 from typer.testing import CliRunner
 
 from assynch.cli import app
