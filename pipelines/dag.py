@@ -243,6 +243,43 @@ def build_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
         return step.materialize(context)
 
     assets.append(shards_asset)
+
+    @dg.asset(name="model", deps=["shards"], retry_policy=retry, code_version=CODE_VERSION,
+              description="AS-Synchformer fine-tuned on the shards, registered in MLflow with "
+                          "alias tracking.alias (python -m pipelines.train).")
+    def model_asset(context: dg.AssetExecutionContext, runner: JobRunner) -> Any:
+        step = Step(
+            name="model",
+            fingerprint_inputs={"config": config.content_hash(
+                "time", "video", "audio", "model", "train", "tracking")},
+            output_exists=lambda: _registered(config) is not None,
+            run=lambda: runner.run(context, "pipelines.train", pipeline.job_args()),
+            describe=lambda: _describe_model(config),
+            upstream=["shards"],
+        )
+        return step.materialize(context)
+
+    @dg.asset(name="evaluation", deps=["model", "shards"], retry_policy=retry,
+              code_version=CODE_VERSION,
+              description="The registered version evaluated on eval.split of the shards, logged "
+                          "to MLflow and promoted to champion by the rule "
+                          "(python -m pipelines.evaluate --promote).")
+    def evaluation_asset(context: dg.AssetExecutionContext, runner: JobRunner) -> Any:
+        version = data_version_of(context, "model")
+        folder = Path(config.eval.output) / f"dag-{version.replace('/', '-v')}"
+        args = [*pipeline.job_args(), "--model", f"models:/{version}",
+                "--data", config.preprocess.output, "--output", str(folder), "--promote"]
+        step = Step(
+            name="evaluation",
+            fingerprint_inputs={"eval": config.content_hash("eval"), "folder": str(folder)},
+            output_exists=lambda: (folder / "report.json").is_file(),
+            run=lambda: runner.run(context, "pipelines.evaluate", args),
+            describe=lambda: _describe_evaluation(folder),
+            upstream=["model", "shards"],
+        )
+        return step.materialize(context)
+
+    assets += [model_asset, evaluation_asset]
     if config.dag.incoming is not None:
         assets.append(batch_shards_asset(pipeline, config, retry))
     return assets
@@ -338,6 +375,52 @@ def _describe_shards(config: AssynchConfig) -> tuple[str, dict[str, Any]]:
     metadata = shards_metadata(manifest)
     metadata["path"] = dg.MetadataValue.path(config.preprocess.output)
     return shard_set_version(manifest), metadata
+
+
+def _registered(config: AssynchConfig) -> Any:
+    """The version `tracking.alias` points at, or None (ModelInfo: name, version, run_id)."""
+    from assynch.tracking import resolve_tracking_uri
+    from assynch.tracking.evaluation import ModelNotFoundError, _client, describe_model
+
+    tracking = config.tracking
+    uri = resolve_tracking_uri(config)
+    try:
+        return describe_model(f"models:/{tracking.registered_model}@{tracking.alias}",
+                              _client(uri))
+    except ModelNotFoundError:
+        return None
+
+
+def _describe_model(config: AssynchConfig) -> tuple[str, dict[str, Any]]:
+    info = _registered(config)
+    if info is None:
+        raise dg.Failure(f"training registered no version with alias {config.tracking.alias!r}")
+    from assynch.tracking import resolve_tracking_uri
+
+    metadata: dict[str, Any] = {
+        "registered_model": info.name, "version": info.version, "run_id": info.run_id or "",
+        "model_uri": f"models:/{info.name}/{info.version}",
+        "tracking_uri": resolve_tracking_uri(config),
+    }
+    return f"{info.name}/{info.version}", metadata
+
+
+def _describe_evaluation(folder: Path) -> tuple[str, dict[str, Any]]:
+    from assynch.eval.report import read_report
+
+    report = read_report(folder)
+    mode = "streaming" if "streaming" in report["modes"] else next(iter(report["modes"]))
+    overall = report["modes"][mode]["overall"]
+    metadata: dict[str, Any] = {
+        f"{mode}/{name}": overall[name]["value"] for name in ("acc1", "acc1_pm1", "emd_sec")
+    }
+    promotion = report.get("promotion") or {}
+    metadata["promoted"] = bool(promotion.get("promote", False))
+    metadata["promotion"] = str(promotion.get("reason", "not asked"))
+    metadata["report"] = dg.MetadataValue.path(str(folder / "report.md"))
+    version = digest({"model": report["model"].get("uri"), "data": report["data"].get("digest"),
+                      "metrics": metadata})
+    return version, metadata
 
 
 def build_definitions(pipeline: PipelineConfig, runner: JobRunner | None = None) -> dg.Definitions:
