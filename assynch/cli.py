@@ -404,3 +404,20 @@ def _compare(
         table.add_row(*row)
     Console().print(table)
     typer.echo(f"markdown: {output / 'comparison.md'}\nplot: {plot}")
+# --- train: shards -> a fine-tuned model (pipelines/train.py on Ray Train) ---------------------
+@app.command(
+    "train",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def train(ctx: typer.Context) -> None:
+    """Fine-tune AS-Synchformer on shards with Ray Train (DDP); `--help` lists the flags.
+
+    The arguments go unchanged to `python -m pipelines.train`, the module that `ray job submit`
+    runs, so both accept exactly the same flags.
+    """
+    from assynch.jobs import run_job_module
+
+    code = run_job_module("train", ctx.args)
+    if code != 0:
+        raise typer.Exit(code=code)

@@ -216,22 +216,73 @@ class ModelConfig(_Section):
     pretrained_checkpoint: str | None = Field(
         None, description="local path to a Synchformer-format checkpoint"
     )
+    init_from: str | None = Field(
+        None,
+        description="start training from one of our models: models:/NAME@ALIAS, runs:/ID/model, "
+        "a model.pt or a training checkpoint folder (matching weights are copied)",
+    )
 
 
 class TrainConfig(_Section):
-    shards: str = Field("data/shards", description="preprocess output to train on")
+    """Fine-tuning on Ray Train (docs/TRAINING.md). Sizes are per worker unless named global."""
+
+    shards: str = Field("data/shards", description="finished preprocess output to train on")
+    train_split: Literal["train", "val", "test"] = "train"
+    val_split: Literal["train", "val", "test"] | None = Field(
+        "val", description="split scored after each epoch; null: no validation"
+    )
+    objective: Literal["offsets", "segment_contrastive"] = Field(
+        "offsets",
+        description="offsets: CE + squared EMD + InfoNCE (model.losses); segment_contrastive: "
+        "Synchformer's stage 1 (audio-visual contrastive pre-training of the encoders)",
+    )
     epochs: int = Field(2, gt=0)
-    batch_size: int = Field(4, gt=0)
+    max_steps_per_epoch: int | None = Field(
+        None, gt=0, description="stop an epoch early after this many steps (smoke runs)"
+    )
+    batch_size: int = Field(4, gt=0, description="stream samples per worker and step")
     learning_rate: float = Field(1e-4, gt=0)
+    encoder_lr_scale: float = Field(
+        1.0, ge=0, description="encoders train at learning_rate times this (pretrained weights)"
+    )
+    min_learning_rate: float = Field(1e-6, ge=0, description="end of the cosine decay")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up before the cosine decay")
     weight_decay: float = Field(0.05, ge=0)
-    num_workers: int = Field(2, ge=0, description="Ray Train workers (0 runs in-process)")
-    use_gpu: bool = False
+    grad_accum_steps: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    grad_clip_norm: float | None = Field(1.0, gt=0, description="clip the global grad norm")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast on the device")
+    find_unused_parameters: bool | None = Field(
+        None, description="DDP flag; null: true for model kinds that leave parameters unused"
+    )
     seed: int = 0
-    resample_offsets: bool = Field(True, description="draw a fresh offset per epoch")
-    experiment: str = "assynch"
-    run_name: str | None = None
+    resample_offsets: bool = Field(
+        True, description="draw a fresh offset per sample and epoch within the stored margin"
+    )
+    shuffle_buffer: int = Field(16, ge=0, description="rows in each worker's shuffle buffer")
+    select_metric: Literal["acc1", "acc1_pm1", "emd_sec", "loss"] = Field(
+        "acc1", description="validation metric (after the last window) that ranks checkpoints"
+    )
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="stop after this many epochs without a better select_metric"
+    )
+    log_every_steps: int = Field(10, gt=0)
+    num_workers: int = Field(
+        2, gt=0, description="Ray Train workers (in-process without Ray: assynch.train.local)"
+    )
+    cpus_per_worker: float = Field(
+        1.0, gt=0, description="CPUs reserved per worker (fractions leave Ray Data some CPU)"
+    )
+    use_gpu: bool = False
+    data_cpus: float = Field(
+        0.5, gt=0, description="CPUs per Ray Data read/decode task feeding the workers"
+    )
+    run_name: str | None = Field(
+        None, description="Ray Train run name (storage_path/run_name); default: a new name"
+    )
     storage_path: str = Field("runs", description="Ray Train run storage (local or s3://)")
-    max_failures: int = Field(2, ge=0)
+    keep_checkpoints: int = Field(2, gt=0, description="checkpoints kept (best ones by metric)")
+    max_failures: int = Field(2, ge=0, description="worker-group restarts from a checkpoint")
+    tracking: bool = Field(True, description="log to MLflow (assynch.tracking) from rank 0")
 
 
 class TrackingConfig(_Section):

@@ -175,3 +175,17 @@ def check_writable(fs: AbstractFileSystem, path: str, url: str) -> None:
             f"cannot write to output {url}: {type(exc).__name__}: {exc}. Check the path, the "
             "bucket, and the storage endpoint/credentials (storage.* config or AWS_* env vars)."
         ) from exc
+
+
+def arrow_filesystem(url: str, storage: StorageConfig) -> tuple[Any, str]:
+    """A pyarrow filesystem for `url` and the path inside it (what Ray Data's `read_parquet` and
+    Ray Train's `storage_filesystem` take). Local paths come back absolute. `s3://` goes through
+    the same s3fs filesystem as `filesystem` (endpoint, region, credentials; small files as one
+    PUT): pyarrow's own S3 client writes every file as a multipart upload, which S3-compatible
+    servers such as moto refuse for an empty file."""
+    import pyarrow.fs
+
+    if not is_remote(url):
+        return pyarrow.fs.LocalFileSystem(), str(Path(url).expanduser().resolve())
+    fs, path = filesystem(url, storage)
+    return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)), path.rstrip("/")

@@ -16,21 +16,28 @@ from assynch.samples.plan import sample_frames, segment_samples, window_hop_fram
 
 
 def _video_segments(frames_u8: np.ndarray | Tensor, time: TimeBase, video: VideoFeatures) -> Tensor:
-    frames = torch.as_tensor(np.asarray(frames_u8))
+    frames = frames_u8 if isinstance(frames_u8, Tensor) else torch.as_tensor(np.asarray(frames_u8))
+    return batch_video_segments(frames.unsqueeze(0), time, video)[0]
+
+
+def batch_video_segments(frames_u8: Tensor, time: TimeBase, video: VideoFeatures) -> Tensor:
+    """uint8 frames (B, T, H, W, 3) -> normalised segments (B, W, S, F, 3, H, W), on the frames'
+    device (so a training step can send uint8 frames to the GPU and expand them there)."""
     needed = sample_frames(time)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < needed:
+    if frames_u8.ndim != 5 or frames_u8.shape[-1] != 3 or frames_u8.shape[1] < needed:
         raise ValueError(
             f"frames must be uint8 (T >= {needed}, H, W, 3) covering the stream sample, got "
-            f"{tuple(frames.shape)}"
+            f"{tuple(frames_u8.shape[1:])}"
         )
     hop = window_hop_frames(time)
     stride = time.segment_stride_frames
-    window_index = torch.arange(time.windows_per_sample) * hop
-    segment_index = torch.arange(time.segments_per_window) * stride
-    frame_index = torch.arange(time.segment_frames)
+    device = frames_u8.device
+    window_index = torch.arange(time.windows_per_sample, device=device) * hop
+    segment_index = torch.arange(time.segments_per_window, device=device) * stride
+    frame_index = torch.arange(time.segment_frames, device=device)
     index = window_index[:, None, None] + segment_index[None, :, None] + frame_index
-    segments = frames[index]  # (W, S, F, H, W, 3) uint8
-    segments = segments.permute(0, 1, 2, 5, 3, 4).to(torch.float32)
+    segments = frames_u8[:, index]  # (B, W, S, F, H, W, 3) uint8
+    segments = segments.permute(0, 1, 2, 3, 6, 4, 5).to(torch.float32)
     return (segments / 255.0 - video.mean) / video.std
 
 

@@ -1,0 +1,81 @@
+"""Every call from training into the model lives here (one place to change when the model's API
+changes): the forward pass, the loss terms, and which parameters a run leaves unused.
+
+`TrainingObjective` wraps the model so that DDP sees one `forward` per step whatever the
+objective (DDP only synchronises gradients of a forward it ran itself).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from assynch.config import AssynchConfig
+from assynch.models import StreamingModel, total_loss
+
+
+class TrainingObjective(nn.Module):
+    """forward(video, audio, offset_class) -> {loss term: scalar, "total": ...,
+    "logits": (B, W, C) or absent}."""
+
+    def __init__(self, model: StreamingModel, config: AssynchConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+
+    def forward(self, video: Tensor, audio: Tensor, offset_class: Tensor) -> dict[str, Tensor]:
+        return compute_losses(self.model, video, audio, offset_class, self.config)
+
+
+def compute_losses(
+    model: StreamingModel, video: Tensor, audio: Tensor, offset_class: Tensor,
+    config: AssynchConfig,
+) -> dict[str, Tensor]:
+    """The loss terms of one batch for `train.objective` (each term separately, plus "total").
+
+    offsets: CE + squared EMD + the streaming contrastive term (`total_loss`, weighted by
+    model.losses); the per-window logits come back under "logits" for the metrics.
+    segment_contrastive: Synchformer's stage 1 on every window's segments (no offset logits).
+    """
+    if config.train.objective == "segment_contrastive":
+        windows = video.flatten(0, 1), audio.flatten(0, 1)  # (B*W, S, ...)
+        loss = model.snapshot.segment_contrastive_loss(*windows)
+        return {"segment_contrastive": loss, "total": loss}
+    output = model(video, audio)
+    losses = total_loss(output, offset_class, config.model.losses)
+    return {**losses, "logits": output.logits}
+
+
+def needs_find_unused_parameters(config: AssynchConfig) -> bool:
+    """Whether DDP must look for parameters without gradients (docs/MODELS.md, DDP note).
+
+    `snapshot.segment_logit_scale` only serves the contrastive terms, so snapshot/APA/StreamSync
+    (and AS-Synchformer without its contrastive weight) leave it unused; stage 1 leaves the sync
+    transformer and the streaming parts unused. Finding them costs one graph walk per step.
+    """
+    if config.train.find_unused_parameters is not None:
+        return config.train.find_unused_parameters
+    if config.train.objective == "segment_contrastive":
+        return True
+    return config.model.kind != "as_synchformer" or config.model.losses.contrastive == 0
+
+
+def is_encoder_parameter(name: str) -> bool:
+    """Encoder weights (a lower learning-rate group is common practice; here: own group)."""
+    return ".visual_encoder." in f".{name}" or ".audio_encoder." in f".{name}"
+
+
+def logits_of(losses: dict[str, Tensor]) -> Tensor | None:
+    return losses.get("logits")
+
+
+def unwrap(module: nn.Module) -> StreamingModel:
+    """The StreamingModel inside DDP and/or TrainingObjective."""
+    inner = getattr(module, "module", module)
+    inner = getattr(inner, "model", inner)
+    assert isinstance(inner, StreamingModel), type(inner)
+    return inner
+
+
+def count_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+

@@ -1,0 +1,58 @@
+"""Stage 1 (segment contrastive) -> `model.init_from` -> offsets; early stopping (in-process)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from train_support import train_config
+
+from assynch.errors import UserError
+from assynch.train.local import local_checkpoints, run_local
+from assynch.train.loop import build_training_model
+
+
+def test_stage1_run_then_an_offsets_model_starts_from_its_weights(
+    train_shards: dict[str, Any], tmp_path: Path
+) -> None:
+    stage1 = train_config(train_shards["shards"], str(tmp_path), "train.epochs=1",
+                          "train.max_steps_per_epoch=2", "train.objective=segment_contrastive",
+                          "model.encoder_regime=full")
+    progress = run_local(stage1, tmp_path / "stage1")
+    row = progress.history[0]
+    assert math.isfinite(row["train/segment_contrastive"]) and row["train/segment_contrastive"] > 0
+    assert "val/segment_contrastive" in row and "val/acc1" not in row  # no offset logits
+    checkpoint = local_checkpoints(tmp_path / "stage1")[-1]
+    trained = torch.load(checkpoint / "model.pt", weights_only=True)["state_dict"]
+
+    offsets = train_config(train_shards["shards"], str(tmp_path), f"model.init_from={checkpoint}",
+                           "train.seed=5")
+    model = build_training_model(offsets)
+    fresh = build_training_model(train_config(train_shards["shards"], str(tmp_path),
+                                              "train.seed=5"))
+    state = model.state_dict()
+    encoder_keys = [k for k in trained if ".visual_encoder." in k or ".audio_encoder." in k]
+    assert encoder_keys
+    for key in encoder_keys:
+        assert torch.equal(state[key], trained[key]), key
+    changed = [k for k in encoder_keys if not torch.equal(fresh.state_dict()[k], trained[k])]
+    assert changed  # stage 1 moved the encoders, and init_from carried that over
+
+    with pytest.raises(UserError, match="init_from"):
+        build_training_model(train_config(train_shards["shards"], str(tmp_path),
+                                          f"model.init_from={tmp_path / 'none.pt'}"))
+
+
+def test_early_stopping_after_patience_epochs_without_a_better_score(
+    train_shards: dict[str, Any], tmp_path: Path
+) -> None:
+    # A learning rate of ~0 leaves the validation loss where it is: no epoch beats the first.
+    config = train_config(train_shards["shards"], str(tmp_path), "train.epochs=5",
+                          "train.max_steps_per_epoch=1", "train.learning_rate=1e-30",
+                          "train.min_learning_rate=0", "train.select_metric=loss",
+                          "train.early_stopping_patience=1", "train.resample_offsets=false")
+    progress = run_local(config, tmp_path / "run")
+    assert progress.stopped_early and progress.epoch == 2 and progress.best_epoch == 1
