@@ -30,6 +30,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,15 +69,13 @@ class JobRunner(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     ray_address: str | None = None
     working_dir: str = "."
+    log_dir: str | None = None  # local runs: each job's stderr (Ray's INFO lines) goes here
 
     def run(self, context: dg.AssetExecutionContext, module: str, args: Sequence[str]) -> None:
         command = [sys.executable, "-m", module, *args]
         context.log.info("running %s", shlex.join(command[1:]))
         if self.ray_address is None or not module.startswith("pipelines."):
-            # The job prints its own progress and summary; its exit code decides the step.
-            code = subprocess.call(command)
-            if code != 0:
-                raise dg.Failure(f"{shlex.join(command[1:])} failed with exit code {code}")
+            self._run_here(context, command)
             return
         from dagster_ray import PipesRayJobClient
 
@@ -89,6 +88,29 @@ class JobRunner(dg.ConfigurableResource):  # type: ignore[type-arg]
                 "runtime_env": {"working_dir": self.working_dir},
             },
         )
+
+
+    def _run_here(self, context: dg.AssetExecutionContext, command: list[str]) -> None:
+        """The job's summary (stdout) on the screen; its log lines (stderr: Ray's INFO chatter,
+        progress bars, warnings) in a file under `log_dir`, whose end is shown on failure."""
+        if self.log_dir is None:
+            code = subprocess.call(command)
+            log_path = None
+        else:
+            folder = Path(self.log_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            log_path = folder / f"{context.asset_key.to_user_string()}-{int(time.time())}.log"
+            print(f"[{context.asset_key.to_user_string()}] {shlex.join(command[1:])} "
+                  f"(log: {log_path})", flush=True)
+            with log_path.open("wb") as log:
+                code = subprocess.call(command, stderr=log)
+        if code == 0:
+            return
+        tail = ""
+        if log_path is not None:
+            lines = log_path.read_text(errors="replace").splitlines()[-20:]
+            tail = "\n" + "\n".join(lines) + f"\nfull log: {log_path}"
+        raise dg.Failure(f"{shlex.join(command[1:])} failed with exit code {code}{tail}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,7 +451,10 @@ def build_definitions(pipeline: PipelineConfig, runner: JobRunner | None = None)
     return dg.Definitions(
         assets=build_assets(pipeline),
         sensors=sensors,
-        resources={"runner": runner or JobRunner(ray_address=config.dag.ray_address)},
+        resources={"runner": runner or JobRunner(
+            ray_address=config.dag.ray_address,
+            log_dir=str(Path(config.dag.dagster_home).resolve() / "logs"),
+        )},
     )
 
 
@@ -491,6 +516,20 @@ def run_pipeline(
     return sorted(outcomes, key=lambda outcome: order.index(outcome.name))
 
 
+HIDDEN_DETAILS = {FINGERPRINT_KEY, "path", "folder", "config_hash", "tracking_uri", "report",
+                  "model_uri", "run_id", "promotion"}
+
+
+def details_of(outcome: AssetOutcome) -> str:
+    """The few numbers a person wants per asset (everything is in the Dagster catalogue)."""
+    shown = []
+    for key, value in outcome.metadata.items():
+        if key in HIDDEN_DETAILS or isinstance(value, dict):
+            continue
+        shown.append(f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}")
+    return ", ".join(shown)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.dag",
@@ -525,11 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for column in ("asset", "status", "data version", "details"):
         table.add_column(column)
     for outcome in outcomes:
-        details = ", ".join(
-            f"{key}={value}" for key, value in outcome.metadata.items()
-            if key != FINGERPRINT_KEY and not isinstance(value, dict)
-        )
-        table.add_row(outcome.name, outcome.status, outcome.data_version, details)
+        table.add_row(outcome.name, outcome.status, outcome.data_version, details_of(outcome))
     console.print(table)
     home = Path(config.dag.dagster_home).resolve()
     console.print(
