@@ -439,9 +439,9 @@ def _describe_evaluation(folder: Path) -> tuple[str, dict[str, Any]]:
     promotion = report.get("promotion") or {}
     metadata["promoted"] = bool(promotion.get("promote", False))
     metadata["promotion"] = str(promotion.get("reason", "not asked"))
-    metadata["report"] = dg.MetadataValue.path(str(folder / "report.md"))
     version = digest({"model": report["model"].get("uri"), "data": report["data"].get("digest"),
                       "metrics": metadata})
+    metadata["report"] = dg.MetadataValue.path(str(folder / "report.md"))
     return version, metadata
 
 
