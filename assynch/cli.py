@@ -286,6 +286,27 @@ def preprocess(ctx: typer.Context) -> None:
         raise typer.Exit(code=code)
 
 
+# --- pipeline: the whole graph (pipelines/dag.py, Dagster) ------------------------------------
+pipeline_app = typer.Typer(help="The pipeline as a Dagster graph: clips -> shards -> model -> "
+                           "evaluation.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
+
+
+@pipeline_app.command(
+    "run",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def pipeline_run(ctx: typer.Context) -> None:
+    """Materialise the whole graph in-process on a local Ray and MLflow; `--help` lists flags.
+
+    The arguments go unchanged to `python -m pipelines.dag run`.
+    """
+    from assynch.jobs import run_job_module
+
+    code = run_job_module("dag", ["run", *ctx.args])
+    if code != 0:
+        raise typer.Exit(code=code)
 # --- evaluate: a model on a shard split (pipelines/evaluate.py on Ray Data) -------------------
 @app.command(
     "evaluate",

@@ -332,6 +332,37 @@ class EvalConfig(_Section):
     champion_alias: str = Field("champion", min_length=1)
 
 
+class SyntheticClips(_Section):
+    """Synthetic egocentric clips written into `preprocess.input` before preprocessing."""
+
+    count: int = Field(8, gt=0)
+    duration_sec: float = Field(40.0, gt=0)
+    seed: int = 0
+
+
+class DagConfig(_Section):
+    """The pipeline as a Dagster graph (pipelines/dag.py, `assynch pipeline run`)."""
+
+    dagster_home: str = Field(
+        "data/dagster", description="Dagster instance folder: run history and asset versions"
+    )
+    ray_address: str | None = Field(
+        None,
+        description="Ray dashboard URL to submit each job to (dagster-ray); "
+        "None runs each job module here on a local Ray",
+    )
+    synthetic_clips: SyntheticClips | None = Field(
+        None, description="write synthetic clips into preprocess.input first (embedded default)"
+    )
+    incoming: str | None = Field(
+        None,
+        description="folder or s3:// prefix watched for new videos, one sub-folder per batch; "
+        "each batch becomes a partition of batch_shards (incremental ingestion)",
+    )
+    max_retries: int = Field(2, ge=0, description="retries of a failed step (alone)")
+    retry_delay_sec: float = Field(1.0, ge=0)
+
+
 class AssynchConfig(_Section):
     time: TimeBase = TimeBase()
     video: VideoFeatures = VideoFeatures()
@@ -341,6 +372,7 @@ class AssynchConfig(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
+    dag: DagConfig = DagConfig()
     eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")

@@ -1,118 +1,29 @@
-"""`make quickstart`: the main job on the embedded default (configs/quickstart.yaml).
+"""`make quickstart`: the whole graph on the embedded default (configs/quickstart.yaml).
 
-Each step is a function taking the config and returning nothing; they run in order and each
-one's output is what the next one reads, so the quickstart exercises the real data flow.
+It runs exactly `assynch pipeline run --config configs/quickstart.yaml` (pipelines/dag.py:
+synthetic clips -> shards -> trained and registered model -> evaluation and promotion, on a
+local Ray and a local MLflow), then prints the evaluation table and the commands that open the
+MLflow UI and the Dagster graph. A second run recomputes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time as clock
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from assynch.config import AssynchConfig, load_config
+from assynch.config import load_config
 
 log = logging.getLogger(__name__)
 console = Console()
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
-CLIP_COUNT = 10  # with configs/quickstart.yaml's split fractions: 8 train, 1 val, 1 test
-CLIP_SECONDS = 40.0
-CLIP_SEED = 0
-
-
-def clips_folder(config: AssynchConfig) -> Path:
-    return Path(config.preprocess.input)
-
-
-def step_synthesise(config: AssynchConfig) -> None:
-    """Write the synthetic egocentric clips the rest of the quickstart reads."""
-    from assynch.synth.clips import SynthSpec, generate_clips
-
-    spec = SynthSpec(fps=config.time.fps)
-    paths = generate_clips(
-        clips_folder(config), count=CLIP_COUNT, duration_sec=CLIP_SECONDS, seed=CLIP_SEED, spec=spec
-    )
-    console.print(f"{len(paths)} clips of {CLIP_SECONDS:g} s in {clips_folder(config)}")
-
-
-def step_decode_into_windows(config: AssynchConfig) -> None:
-    """Decode one clip the way the pipeline will and cut it into model-ready stream samples."""
-    from assynch.media.decode import decode_all
-    from assynch.media.features import normalised_log_mel
-    from assynch.samples.model_inputs import stream_sample_to_model_inputs
-    from assynch.samples.plan import cut_stream_sample, plan_stream_samples
-
-    clip = sorted(clips_folder(config).glob("*.mp4"))[0]
-    media = decode_all(str(clip), time=config.time, video=config.video)
-    duration = len(media.frames) / config.time.fps
-    margin = config.preprocess.audio_margin_sec
-    plans = plan_stream_samples(
-        clip.stem, duration, time=config.time, samples=config.preprocess.samples_per_video,
-        seed=config.preprocess.seed, audio_margin_sec=margin,
-    )
-    table = Table(title=f"{clip.name}: {len(media.frames)} frames, {duration:.1f} s decoded")
-    for column in ("sample", "start s", "offset s", "video input", "audio input"):
-        table.add_column(column)
-    for plan in plans:
-        frames, audio = cut_stream_sample(
-            media.frames, media.audio, plan, time=config.time, audio_margin_sec=margin
-        )
-        mel = normalised_log_mel(audio, config.audio, config.time.sample_rate)
-        video_input, audio_input = stream_sample_to_model_inputs(
-            frames, mel, time=config.time, video=config.video, audio=config.audio,
-            audio_margin_sec=margin, stored_offset_sec=plan.offset_sec,
-        )
-        table.add_row(
-            plan.sample_id, f"{plan.start_sec:.2f}", f"{plan.offset_sec:+.1f}",
-            str(tuple(video_input.shape)), str(tuple(audio_input.shape)),
-        )
-    console.print(table)
-
-
-def step_preprocess(config: AssynchConfig) -> None:
-    """Run the preprocessing job (pipelines/preprocess.py) on a local Ray: clips -> shards.
-
-    It runs as `python -m pipelines.preprocess`, the module `ray job submit` runs, because the
-    library never imports the Ray pipelines. A rerun resumes or reports the finished output.
-    """
-    import tempfile
-
-    from assynch.config import dump_config
-    from assynch.jobs import run_job_module
-
-    with tempfile.TemporaryDirectory() as folder:
-        config_path = Path(folder) / "quickstart.yaml"
-        config_path.write_text(dump_config(config))
-        code = run_job_module("preprocess", ["--config", str(config_path)])
-    if code != 0:
-        raise SystemExit(f"preprocessing failed (exit code {code}); see the messages above")
-
-
-def step_train(config: AssynchConfig) -> None:
-    """Train the tiny AS-Synchformer on the shards with 2 Ray Train workers on a local Ray
-    (`python -m pipelines.train`, the module `ray job submit` runs); rank 0 logs to the embedded
-    MLflow (SQLite under data/quickstart) and registers the best model."""
-    import tempfile
-    import time
-
-    from assynch.config import dump_config
-    from assynch.jobs import run_job_module
-
-    extra = ["--set", f"train.run_name=quickstart-{time.strftime('%Y%m%d-%H%M%S')}"]
-    with tempfile.TemporaryDirectory() as folder:
-        config_path = Path(folder) / "quickstart.yaml"
-        config_path.write_text(dump_config(config))
-        code = run_job_module("train", ["--config", str(config_path), *extra])
-    if code != 0:
-        raise SystemExit(f"training failed (exit code {code}); see the messages above")
-
 
 
 def mlflow_ui_command(tracking_uri: str) -> str:
@@ -140,62 +51,40 @@ def evaluation_table(report: dict[str, Any]) -> Table:
     return table
 
 
-def step_evaluate(config: AssynchConfig) -> None:
-    """Evaluate the model the quickstart trained (`eval.model`, the registered candidate) on the
-    test split with the evaluation job, promote it to champion by the rule, and print the
-    metrics and the command that opens the MLflow UI.
-
-    Runs `python -m pipelines.evaluate --promote` on a local Ray, like `assynch evaluate`.
-    """
-    import json
-    import tempfile
-
-    from assynch.config import dump_config
-    from assynch.jobs import run_job_module
-    from assynch.tracking.evaluation import tracking_uri_for
-
-    tracking_uri = tracking_uri_for(config)
-    folder = Path(config.eval.output) / "quickstart"
-    with tempfile.TemporaryDirectory() as temporary:
-        config_path = Path(temporary) / "quickstart.yaml"
-        config_path.write_text(dump_config(config))
-        code = run_job_module("evaluate", [
-            "--config", str(config_path), "--split", "test", "--promote",
-            "--tracking-uri", tracking_uri, "--output", str(folder),
-        ])
-    if code != 0:
-        raise SystemExit(f"evaluation failed (exit code {code}); see the messages above")
-    report = json.loads((folder / "report.json").read_text())
-    console.print(evaluation_table(report))
-    promotion = report.get("promotion") or {}
-    verdict = "promoted to champion" if promotion.get("promote") else "not promoted"
-    console.print(f"{report['model']['uri']}: {verdict} ({promotion.get('reason', '-')})")
-    console.print(f"report: {folder / 'report.md'}")
-    console.print(f"MLflow UI: [bold]{mlflow_ui_command(tracking_uri)}[/]")
-
-
-STEPS: list[tuple[str, Callable[[AssynchConfig], None]]] = [
-    ("synthesise clips", step_synthesise),
-    ("decode into stream samples", step_decode_into_windows),
-    ("preprocess into shards (Ray Data)", step_preprocess),
-    ("train the tiny model (Ray Train, 2 workers)", step_train),
-    ("evaluate and promote (Ray Data, MLflow)", step_evaluate),
-]
+def latest_report(reports: Path) -> dict[str, Any] | None:
+    """The newest evaluation report the graph wrote (its folder names the model version)."""
+    found = sorted(reports.glob("dag-*/report.json"), key=lambda path: path.stat().st_mtime)
+    return json.loads(found[-1].read_text()) if found else None
 
 
 def main(argv: list[str] | None = None) -> None:
+    from assynch.jobs import run_job_module
+    from assynch.tracking import resolve_tracking_uri
+
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config = load_config(args.config, args.overrides)
-    for number, (title, step) in enumerate(STEPS, start=1):
-        console.rule(f"[bold]{number}/{len(STEPS)} {title}")
-        started = clock.perf_counter()
-        step(config)
-        console.print(f"[dim]{title}: {clock.perf_counter() - started:.1f} s[/]")
-    console.rule("[bold green]quickstart finished")
+    started = clock.perf_counter()
+    console.rule("[bold]assynch pipeline run (clips -> shards -> model -> evaluation)")
+    job_args = ["run", "--config", str(args.config)]
+    for override in args.overrides:
+        job_args += ["--set", override]
+    code = run_job_module("dag", job_args)
+    if code != 0:
+        raise SystemExit(f"the pipeline failed (exit code {code}); see the messages above")
+    report = latest_report(Path(config.eval.output))
+    if report is not None:
+        console.print(evaluation_table(report))
+    tracking_uri = resolve_tracking_uri(config)
+    console.print(f"MLflow UI (runs, registered model, evaluation): "
+                  f"[bold]{mlflow_ui_command(tracking_uri)}[/]")
+    console.print(f"Dagster graph: [bold]ASSYNCH_CONFIG={args.config} "
+                  f"DAGSTER_HOME={Path(config.dag.dagster_home).resolve()} "
+                  "dagster dev -m pipelines.dag[/]")
+    console.rule(f"[bold green]quickstart finished in {clock.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":
