@@ -200,6 +200,11 @@ def check_run_folder(config: AssynchConfig, name: str, resume: bool) -> None:
                         "continue it or choose another train.run_name")
 
 
+def absolute_local(url: str) -> str:
+    """`url` unchanged when it has a scheme (s3://...), else as an absolute local path."""
+    return url if "://" in url else str(Path(url).resolve())
+
+
 def run(
     config: AssynchConfig,
     *,
@@ -214,7 +219,12 @@ def run(
 
     train = config.train
     name = run_name_for(config, resume)
-    config = config.model_copy(update={"train": train.model_copy(update={"run_name": name})})
+    # Ray Train workers run in their own working folders: local paths must be absolute there.
+    config = config.model_copy(update={"train": train.model_copy(update={
+        "run_name": name, "shards": absolute_local(train.shards),
+        "storage_path": absolute_local(train.storage_path),
+    })})
+    train = config.train
     manifest = check_training_inputs(config)
     check_run_folder(config, name, resume=resume is not None)
     tracking_uri = check_tracking(config)
