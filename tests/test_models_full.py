@@ -25,8 +25,11 @@ def test_full_as_synchformer_forward_at_batch_one() -> None:
     assert len(snapshot.sync.blocks) == 3 and len(model.stream_blocks) == 3
     video = torch.randn(1, 1, 1, 16, 3, 224, 224)
     audio = torch.randn(1, 1, 1, 128, 66)
+    # The same window's audio under the 20 other offset hypotheses (contrastive candidates).
+    candidates = torch.randn(1, 1, 20, 1, 128, 66)
+    hypotheses = torch.tensor([[c for c in range(21) if c != 10]])
     with torch.no_grad():
-        output = model(video, audio)
+        output = model(video, audio, candidates, hypotheses)
     assert output.logits.shape == (1, 1, 21)
     assert torch.isfinite(output.logits).all()
     assert output.audio_embedding is not None and output.audio_embedding.shape == (1, 1, 21, 256)
