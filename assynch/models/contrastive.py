@@ -35,21 +35,33 @@ def contrastive_offset_classes(
     count: int,
     num_classes: int,
     generator: torch.Generator | None = None,
+    stored_classes: torch.Tensor | None = None,
+    margin_classes: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """For each stream, `count` absolute offset classes to cut audio at, and their hypotheses.
 
     The first is always the in-sync cut (the centre class) unless the label is the centre (then
     the model's own input is the in-sync candidate); the rest are distinct random classes whose
     hypotheses stay on the grid, never the label's own class (that audio is the input already).
+    With `stored_classes` (B,) and `margin_classes` (the stored audio margin in classes: 10 for
+    2.0 s), cuts stay within the stored audio: |c - stored| <= margin.
     Returns (offset_classes, hypotheses), both (B, count) long.
     """
     centre = num_classes // 2
     rows = []
-    for label in label_classes.long().tolist():
+    stored = (
+        stored_classes.long().tolist() if stored_classes is not None
+        else [None] * len(label_classes)
+    )
+    for label, kept in zip(label_classes.long().tolist(), stored, strict=True):
         allowed = [
             c for c in range(num_classes)
             if c != label and 0 <= label - c + centre < num_classes
+            and (kept is None or margin_classes is None or abs(c - kept) <= margin_classes)
         ]
+        if label != centre and centre not in allowed:
+            raise ValueError(f"the in-sync cut (centre class) is outside the stored audio of a "
+                             f"stream labelled {label}")
         chosen = [centre] if label != centre else []
         rest = [c for c in allowed if c not in chosen]
         order = torch.randperm(len(rest), generator=generator).tolist()
