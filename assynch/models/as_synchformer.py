@@ -19,8 +19,9 @@ Per window w (B streams at once):
      summary token.
   5. Streaming tokens and summary enter a ring of the last R windows; the streaming module (a
      transformer encoder) reads the ring and predicts the offset.
-A contrastive head embeds the visual picks and the audio picks of each window; audio candidates
-at other offsets (and of other streams) are the negatives (losses.stream_contrastive_loss).
+A contrastive head per modality embeds the K picks of each window (per-pick MLP, then the mean);
+audio candidates at other offsets (and of other streams) are the negatives
+(losses.stream_contrastive_loss).
 
 The ring has a fixed size from the first window on (empty slots masked), so every step costs the
 same.
@@ -172,6 +173,24 @@ class ModalitySelector(nn.Module):
         return self.out_norm(self.out(picks)), weights
 
 
+class ContrastiveHead(nn.Module):
+    """K picks (..., K, D) -> one L2-normalised embedding (..., P): a per-pick MLP, then the mean.
+
+    Permutation-invariant over the picks (which query took which moment differs from window to
+    window and between modalities), and the mean of per-pick features makes the dot product of
+    two embeddings a sum over pairs of picks, i.e. a match between two sets of moments.
+    """
+
+    def __init__(self, dim: int, features: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, dim)
+        self.fc2 = nn.Linear(dim, features)
+
+    def forward(self, picks: torch.Tensor) -> torch.Tensor:
+        embedded = self.fc2(F.gelu(self.fc1(picks))).mean(dim=-2)
+        return F.normalize(embedded.float(), dim=-1)
+
+
 class ASSynchformer(StreamingModel):
     def __init__(self, config: AssynchConfig) -> None:
         super().__init__(config)
@@ -220,8 +239,8 @@ class ASSynchformer(StreamingModel):
         self.summary_norm = nn.LayerNorm(dim)
 
         # Contrastive heads (one per modality) and their own temperature.
-        self.visual_contrastive = nn.Linear(tokens * dim, model.contrastive_dim)
-        self.audio_contrastive = nn.Linear(tokens * dim, model.contrastive_dim)
+        self.visual_contrastive = ContrastiveHead(dim, model.contrastive_dim)
+        self.audio_contrastive = ContrastiveHead(dim, model.contrastive_dim)
         self.contrastive_logit_scale = nn.Parameter(
             logit_scale_parameter(model.contrastive_temperature)
         )
@@ -349,9 +368,6 @@ class ASSynchformer(StreamingModel):
 
     # -- whole streams -------------------------------------------------------------------------
 
-    def _embed(self, head: nn.Linear, picks: torch.Tensor) -> torch.Tensor:
-        return F.normalize(head(picks.flatten(-2)).float(), dim=-1)
-
     def _candidate_audio_picks(
         self, contrastive_audio: torch.Tensor, valid_per_window: torch.Tensor
     ) -> torch.Tensor:
@@ -398,8 +414,8 @@ class ASSynchformer(StreamingModel):
                     (audio_picks, self._candidate_audio_picks(contrastive_audio, valid_before)),
                     dim=2,
                 )
-            visual_embedding = self._embed(self.visual_contrastive, stacked["visual"])
-            audio_embedding = self._embed(self.audio_contrastive, audio_picks)
+            visual_embedding = self.visual_contrastive(stacked["visual"])
+            audio_embedding = self.audio_contrastive(audio_picks)
         centre = torch.full(
             (batch, 1), self.num_classes // 2, dtype=torch.long, device=video.device
         )

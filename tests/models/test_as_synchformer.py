@@ -250,7 +250,8 @@ def synthetic_batch(
     span = (windows - 1) * config.time.stream_hop_sec + config.time.window_sec
     videos, audios, extras = [], [], []
     for index in range(batch):
-        count = int(torch.randint(4, 8, (1,), generator=generator))
+        # About 2 events per second over the span and the offset margins on both sides.
+        count = int(2 * (span + 5.0))
         seen = torch.rand(count, generator=generator) * (span + 5.0) - 2.5
         heard = seen if matched else torch.rand(count, generator=generator) * (span + 5.0) - 2.5
         step = config.time.offset_step_sec
