@@ -37,7 +37,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.autograd.graph import saved_tensors_hooks
 
 from assynch.config import AssynchConfig, load_config
-from assynch.models import build_model, layers
+from assynch.models import apply_encoder_regime, build_model, layers
 from assynch.models.as_synchformer import ASSynchformer
 
 GIB = 1024**3
@@ -88,24 +88,23 @@ def counting_saved(mode: FakeTensorMode, model: torch.nn.Module) -> Iterator[dic
         layers.checkpoint = real_checkpoint  # type: ignore[assignment]
 
 
-def configured(base: AssynchConfig, regime: str, checkpointing: bool, chunk: int) -> AssynchConfig:
-    model = base.model.model_copy(update={
-        "encoder_regime": regime,
-        "activation_checkpointing": checkpointing,
-        "encode_chunk_windows": chunk if checkpointing else 0,
-        "kind": "as_synchformer",
-    })
-    return base.model_copy(update={"model": model})
+def configure(
+    model: ASSynchformer, config: AssynchConfig, regime: str, checkpointing: bool, chunk: int
+) -> None:
+    """Set what `model.encoder_regime`, `model.activation_checkpointing` and
+    `model.encode_chunk_windows` would set at build time (one model serves every row)."""
+    apply_encoder_regime(model, regime, config.model.trainable_encoder_blocks)
+    model.snapshot.visual_encoder.checkpointing = checkpointing
+    model.snapshot.audio_encoder.checkpointing = checkpointing
+    model.snapshot.encode_chunk_windows = chunk if checkpointing else 0
 
 
 def measure(
-    base: AssynchConfig, regime: str, checkpointing: bool, bf16: bool, windows: int,
-    candidates: int, chunk: int, budget_bytes: float,
+    model: ASSynchformer, config: AssynchConfig, regime: str, checkpointing: bool, bf16: bool,
+    windows: int, candidates: int, chunk: int, budget_bytes: float,
 ) -> Row:
-    config = configured(base, regime, checkpointing, chunk)
-    torch.manual_seed(0)
-    model = build_model(config, load_pretrained=False).train()
-    assert isinstance(model, ASSynchformer)
+    configure(model, config, regime, checkpointing, chunk)
+    model.train()
     time_base, crop, audio = config.time, config.video.crop, config.audio
     segments = time_base.segments_per_window
     mode = FakeTensorMode(allow_non_fake_inputs=True)
@@ -117,8 +116,9 @@ def measure(
                             audio.segment_mel_frames)
         hypotheses = torch.arange(candidates).view(1, candidates)
 
+        one_video, one_sound = torch.zeros_like(video[:, 0]), torch.zeros_like(sound[:, 0])
         with counting_saved(mode, model) as encoder_saved, precision:
-            model.snapshot.dense_tokens(video[:, 0], sound[:, 0])
+            model.snapshot.dense_tokens(one_video, one_sound)
         with counting_saved(mode, model) as stream_saved, precision:
             # The losses add a few (B*W)^2-sized similarity matrices: negligible, and their
             # label checks need data, so they are left out here.
@@ -166,6 +166,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     base = load_config(Path(args.config))
+    config = base.model_copy(
+        update={"model": base.model.model_copy(update={"kind": "as_synchformer"})}
+    )
+    torch.manual_seed(0)
+    model = build_model(config, load_pretrained=False)
+    assert isinstance(model, ASSynchformer)
     budget = args.gpu_gb * 1e9 - args.reserve_gib * GIB
     rows = []
     started = time.monotonic()
@@ -174,7 +180,7 @@ def main() -> None:
             if regime == "frozen" and checkpointing:
                 continue  # nothing of a frozen encoder is saved: checkpointing changes nothing
             for bf16 in (False, True):
-                rows.append(measure(base, regime, checkpointing, bf16, args.windows,
+                rows.append(measure(model, config, regime, checkpointing, bf16, args.windows,
                                     args.candidates, args.chunk, budget))
     print(f"{args.config}: {args.windows}-window streams, {args.candidates} contrastive audio "
           f"candidates per window, chunk {args.chunk} window(s), budget {args.gpu_gb:g} GB - "

@@ -120,10 +120,14 @@ class ModalitySelector(nn.Module):
         nn.init.orthogonal_(self.queries)
         with torch.no_grad():
             self.queries.mul_(math.sqrt(dim))
-        for linear in (self.key, self.value, self.redundancy_proj, self.out):
+        for linear in (self.key, self.value, self.redundancy_proj):
             _unit_gain(linear)
+        nn.init.eye_(self.out.weight)  # starts as the identity: the pick itself
+        nn.init.zeros_(self.out.bias)
         for parameter in (self.history_position, self.null_memory):
             nn.init.normal_(parameter, std=0.02)
+        with torch.no_grad():  # softplus(gain) = 1: onsets are favoured from the start
+            self.transition_gain.fill_(math.log(math.e - 1.0))
 
     def transition(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, N, D) segment-major tokens -> (B, N) change from one segment earlier (0 at first)."""
@@ -142,7 +146,6 @@ class ModalitySelector(nn.Module):
         picks (B, K, D) and the selection weights (B, K, N)."""
         batch, _, queries, dim = history.shape
         content = self.norm(dense)
-        x = content + position
 
         flat_history = history.flatten(1, 2)  # (B, R*K, D)
         history_valid = valid.repeat_interleave(queries, dim=1)
@@ -158,7 +161,7 @@ class ModalitySelector(nn.Module):
         )
         query = query + read
 
-        scores = query @ self.key(x).transpose(1, 2) / math.sqrt(dim)  # (B, K, N)
+        scores = query @ self.key(content + position).transpose(1, 2) / math.sqrt(dim)
         seen = F.normalize(self.redundancy_proj(content), dim=-1)
         held = F.normalize(self.redundancy_proj(flat_history), dim=-1)
         similarity = (seen @ held.transpose(1, 2)).masked_fill(~history_valid[:, None], -1.0)
@@ -168,7 +171,9 @@ class ModalitySelector(nn.Module):
         ) * redundancy
         # Slot-style competition: split each token among the queries, then normalise per query.
         weights = (scores.log_softmax(dim=1) + bias[:, None, :]).softmax(dim=-1)
-        values = self.value(x)
+        # The time stamp bypasses the value projection: it stays in the space both modalities
+        # share, so the picks of the two modalities carry comparable "when".
+        values = self.value(content) + position
         picks = weights @ values - values.mean(dim=1, keepdim=True)
         return self.out_norm(self.out(picks)), weights
 
@@ -239,8 +244,9 @@ class ASSynchformer(StreamingModel):
         self.summary_norm = nn.LayerNorm(dim)
 
         # Contrastive heads (one per modality) and their own temperature.
-        self.visual_contrastive = ContrastiveHead(dim, model.contrastive_dim)
-        self.audio_contrastive = ContrastiveHead(dim, model.contrastive_dim)
+        # One head for both modalities: the picks share a space (the sync width, the shared time
+        # stamps), and a shared head keeps "the same moment" at the same place in both.
+        self.contrastive_head = ContrastiveHead(dim, model.contrastive_dim)
         self.contrastive_logit_scale = nn.Parameter(
             logit_scale_parameter(model.contrastive_temperature)
         )
@@ -414,8 +420,8 @@ class ASSynchformer(StreamingModel):
                     (audio_picks, self._candidate_audio_picks(contrastive_audio, valid_before)),
                     dim=2,
                 )
-            visual_embedding = self.visual_contrastive(stacked["visual"])
-            audio_embedding = self.audio_contrastive(audio_picks)
+            visual_embedding = self.contrastive_head(stacked["visual"])
+            audio_embedding = self.contrastive_head(audio_picks)
         centre = torch.full(
             (batch, 1), self.num_classes // 2, dtype=torch.long, device=video.device
         )

@@ -217,4 +217,6 @@ class ClsPooling(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         cls = self.cls_token.expand(tokens.shape[0], -1, -1)
-        return self.layer(torch.cat((cls, tokens), dim=1))[:, 0]
+        # A copy, not a view: a view would keep the whole (B, 1 + N, D) output alive wherever
+        # the result is saved for the backward pass (e.g. as the input of the projection).
+        return self.layer(torch.cat((cls, tokens), dim=1))[:, 0].contiguous()
