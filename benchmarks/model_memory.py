@@ -94,6 +94,7 @@ def configure(
     """Set what `model.encoder_regime`, `model.activation_checkpointing` and
     `model.encode_chunk_windows` would set at build time (one model serves every row)."""
     apply_encoder_regime(model, regime, config.model.trainable_encoder_blocks)
+    model.autocast_bf16 = False  # each row sets its precision itself (the autocast below)
     model.snapshot.visual_encoder.checkpointing = checkpointing
     model.snapshot.audio_encoder.checkpointing = checkpointing
     model.snapshot.encode_chunk_windows = chunk if checkpointing else 0

@@ -80,8 +80,8 @@ class StreamingModel(nn.Module, ABC):
 
     def autocast(self, like: torch.Tensor) -> AbstractContextManager[object]:
         """bf16 autocast on `like`'s device when `model.autocast_bf16` (else a no-op context)."""
-        if not self.autocast_bf16:
-            return nullcontext()
+        if not self.autocast_bf16 or not torch.amp.is_autocast_available(like.device.type):
+            return nullcontext()  # e.g. the meta device (FLOP counting)
         return torch.autocast(device_type=like.device.type, dtype=torch.bfloat16)
 
     @abstractmethod
