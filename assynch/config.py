@@ -187,9 +187,21 @@ class HeadConfig(_Section):
 
 
 class LossWeights(_Section):
+    """Weights of the training losses (docs/MODELS.md, "Losses").
+
+    `emd` multiplies the squared EMD, which is summed over the class CDFs and so ranges over
+    0..C-1 (0..20): the default 1 / (C - 1) = 0.05 puts it on a 0..1 scale, below cross-entropy
+    (ln 21 = 3.04 at chance) instead of above it (4.05 at init, up to 20, at weight 1).
+    """
+
     cross_entropy: float = Field(1.0, ge=0)
-    emd: float = Field(1.0, ge=0)
+    emd: float = Field(
+        0.05, ge=0, description="the squared EMD spans 0..C-1; 1/(C-1) scales it to 0..1"
+    )
     contrastive: float = Field(0.1, ge=0)
+    diversity: float = Field(
+        0.1, ge=0, description="AS-Synchformer: penalty on similar streaming tokens of a window"
+    )
 
 
 class ModelConfig(_Section):
@@ -207,7 +219,30 @@ class ModelConfig(_Section):
     contrastive_temperature: float = Field(
         0.07, gt=0, le=1, description="initial InfoNCE temperature (learned during training)"
     )
-    dropout: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="dropout in the encoders (Motionformer and AST: 0)"
+    )
+    sync_dropout: float = Field(
+        0.1, ge=0, lt=1,
+        description="dropout in the sync transformer and the streaming parts (Synchformer: 0.1)",
+    )
+    drop_path: float = Field(
+        0.2, ge=0, lt=1,
+        description="visual encoder stochastic depth, rising linearly to this (Motionformer: 0.2)",
+    )
+    audio_drop_path: float = Field(0.0, ge=0, lt=1, description="audio encoder (AST: 0)")
+    activation_checkpointing: bool = Field(
+        False, description="recompute encoder blocks in the backward pass instead of saving them"
+    )
+    encode_chunk_windows: int = Field(
+        0, ge=0, description="windows per encoder call in forward (0: all at once)"
+    )
+    autocast_bf16: bool = Field(
+        False, description="run encoders and transformers under bf16 autocast (losses stay fp32)"
+    )
+    apa_average: Literal["probabilities", "logits"] = Field(
+        "probabilities", description="APA: average the windows' softmax outputs, or their logits"
+    )
     encoder_regime: Literal["frozen", "partial", "full"] = "full"
     trainable_encoder_blocks: int = Field(
         2, ge=0, description="with encoder_regime=partial: how many last blocks train"

@@ -1,15 +1,27 @@
-"""AS-Synchformer: the snapshot module emits K streaming tokens per window; a streaming module reads
-a bounded history of them and predicts the offset after each window.
+"""AS-Synchformer: history-aware streaming tokens, a history-conditioned snapshot module, and a
+streaming module over a bounded token history (docs/MODELS.md, "AS-Synchformer").
 
-Per window:
-  1. the snapshot module (encoders + sync transformer) gives dense segment tokens for each
-     modality and an OFF summary, exactly as in Synchformer (its weights load from there);
-  2. K learned queries, shifted by the OFF summary and by what they read from the history ring,
-     pool the visual and the audio dense tokens (history-aware selection, `TokenSelector`);
-  3. the K visual and K audio picks are fused, together with the snapshot's own offset belief,
-     into K streaming tokens that enter a ring of the last `history_windows` windows;
-  4. the streaming module (a transformer encoder) reads the whole ring and predicts the offset.
-A contrastive head embeds the visual and audio picks for the auxiliary InfoNCE loss.
+Per window w (B streams at once):
+  1. The encoders give dense segment tokens of each modality (unimodal, projected to the sync
+     width), each stamped with its time in the window (a shared sinusoidal embedding, so the
+     same instant has the same stamp in both modalities).
+  2. Per modality, a `ModalitySelector` picks K tokens: K orthogonally initialised queries, each
+     shifted by what it reads from that modality's own pick history, compete for the dense tokens
+     (slot-style: a token's attention is split among the queries), with two history-aware biases
+     (transitions up, what the history already holds down); a pick is the attention-weighted
+     mean of the tokens minus the window's mean token (what is specific to the picked moments).
+     The visual picks never see audio and the audio picks never see video.
+  3. The K visual and K audio picks fuse, index by index, into K streaming tokens.
+  4. The snapshot module's sync transformer reads [OFF, history, visual, MOD, audio], the
+     history being the streaming tokens and summaries of the last R windows (empty slots
+     masked): the snapshot is conditioned on its own token history. Its OFF output gives the
+     window's snapshot logits and, with their softmax (the snapshot's offset belief), a
+     summary token.
+  5. Streaming tokens and summary enter a ring of the last R windows; the streaming module (a
+     transformer encoder) reads the ring and predicts the offset.
+A contrastive head per modality embeds the K picks of each window (per-pick MLP, then the mean);
+audio candidates at other offsets (and of other streams) are the negatives
+(losses.stream_contrastive_loss).
 
 The ring has a fixed size from the first window on (empty slots masked), so every step costs the
 same.
@@ -25,57 +37,163 @@ from torch.nn import functional as F
 
 from assynch.config import AssynchConfig, ConfigError
 from assynch.models.layers import encoder_layer, init_vit_weights
+from assynch.models.losses import bounded_logit_scale, logit_scale_parameter
 from assynch.models.streaming import StreamingModel, StreamOutput, StreamState, Window
 
+TIME_FREQUENCIES = 16
 
-class TokenSelector(nn.Module):
-    """K queries pool one modality's dense tokens; attention scores get two history-aware biases.
 
-    - transitions: + g_t * (1 - cos(token, same token one segment earlier)): favours moments where
-      the content changes (onsets, cuts) over static stretches;
-    - redundancy: - g_r * max cos(key, key of any valid history token): suppresses content the
-      streaming history already holds.
-    g_t and g_r are learned, non-negative (softplus).
+def time_features(times_sec: torch.Tensor) -> torch.Tensor:
+    """(N,) seconds -> (N, 2 * TIME_FREQUENCIES) sines and cosines, periods 0.16 s .. 10 s."""
+    periods = torch.logspace(math.log10(0.16), 1.0, TIME_FREQUENCIES, dtype=torch.float64)
+    angle = 2 * math.pi * times_sec.double()[:, None] / periods[None, :]
+    return torch.cat((angle.sin(), angle.cos()), dim=-1).float()
+
+
+def token_times(config: AssynchConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seconds from the window start of each dense visual and audio token (segment-major)."""
+    time, model, audio = config.time, config.model, config.audio
+    segment_starts = torch.arange(time.segments_per_window) * time.segment_stride_sec
+    visual = model.visual_encoder
+    tubelet_sec = visual.tubelet_frames / time.fps
+    visual_offsets = (torch.arange(visual.out_tokens) + 0.5) * tubelet_sec
+    mel_sec = audio.hop_length / time.sample_rate
+    sound = model.audio_encoder
+    stride = sound.patch_stride or sound.patch_size
+    audio_offsets = (torch.arange(sound.out_tokens) * stride + sound.patch_size / 2) * mel_sec
+    return (
+        (segment_starts[:, None] + visual_offsets[None, :]).flatten(),
+        (segment_starts[:, None] + audio_offsets[None, :]).flatten(),
+    )
+
+
+def _unit_gain(linear: nn.Linear) -> None:
+    nn.init.normal_(linear.weight, std=linear.in_features**-0.5)
+    if linear.bias is not None:
+        nn.init.zeros_(linear.bias)
+
+
+class ModalitySelector(nn.Module):
+    """K queries pick K tokens from one modality's dense tokens, conditioned on its history.
+
+    - Distinct by construction: the K queries start orthonormal (scaled to unit entries) and
+      compete for tokens (softmax over the queries first, as in Slot Attention), so different
+      queries take different moments; a pick is the weighted mean of the tokens minus their
+      plain mean, so a common component shared by all tokens cannot make the picks alike.
+    - History-aware: each query reads, with one cross-attention, from the ring of this
+      modality's earlier picks (plus an always-present null slot); scores get + g_t *
+      transition (1 - cos to the same token one segment earlier: onsets and changes) and - g_r *
+      redundancy (highest cosine to a valid history pick, in a learned space).
     """
 
-    def __init__(self, dim: int, tokens_per_segment: int) -> None:
+    def __init__(
+        self,
+        dim: int,
+        queries: int,
+        tokens_per_segment: int,
+        heads: int,
+        history_windows: int,
+        dropout: float,
+    ) -> None:
         super().__init__()
         self.tokens_per_segment = tokens_per_segment
+        self.norm = nn.LayerNorm(dim)
+        self.queries = nn.Parameter(torch.zeros(queries, dim))
+        self.query_norm = nn.LayerNorm(dim)
+        self.history_position = nn.Parameter(torch.zeros(1, history_windows, queries, dim))
+        self.null_memory = nn.Parameter(torch.zeros(1, 1, dim))
+        self.history_attention = nn.MultiheadAttention(
+            dim, heads, dropout=dropout, batch_first=True
+        )
         self.key = nn.Linear(dim, dim)
         self.value = nn.Linear(dim, dim)
+        self.redundancy_proj = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+        self.out_norm = nn.LayerNorm(dim)
         self.transition_gain = nn.Parameter(torch.tensor(0.0))
         self.redundancy_gain = nn.Parameter(torch.tensor(0.0))
 
-    def transition(self, dense: torch.Tensor) -> torch.Tensor:
+    def reset_selection_parameters(self) -> None:
+        """Orthonormal queries with unit-size entries; unit-gain key/value/output projections so
+        that scores start with a spread of ~1 (not ~0.02: uniform attention, identical picks)."""
+        dim = self.queries.shape[1]
+        nn.init.orthogonal_(self.queries)
+        with torch.no_grad():
+            self.queries.mul_(math.sqrt(dim))
+        for linear in (self.key, self.value, self.redundancy_proj):
+            _unit_gain(linear)
+        nn.init.eye_(self.out.weight)  # starts as the identity: the pick itself
+        nn.init.zeros_(self.out.bias)
+        for parameter in (self.history_position, self.null_memory):
+            nn.init.normal_(parameter, std=0.02)
+        with torch.no_grad():  # softplus(gain) = 1: onsets are favoured from the start
+            self.transition_gain.fill_(math.log(math.e - 1.0))
+
+    def transition(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, N, D) segment-major tokens -> (B, N) change from one segment earlier (0 at first)."""
         step = self.tokens_per_segment
-        change = 1.0 - F.cosine_similarity(dense[:, step:], dense[:, :-step], dim=-1)
+        change = 1.0 - F.cosine_similarity(tokens[:, step:], tokens[:, :-step], dim=-1)
         return F.pad(change, (step, 0))
-
-    @staticmethod
-    def redundancy(
-        keys: torch.Tensor, history_keys: torch.Tensor, history_valid: torch.Tensor
-    ) -> torch.Tensor:
-        """(B, N) highest cosine similarity to a valid history token (0 when none is valid)."""
-        similarity = F.normalize(keys, dim=-1) @ F.normalize(history_keys, dim=-1).transpose(1, 2)
-        similarity = similarity.masked_fill(~history_valid.unsqueeze(1), -1.0)
-        return similarity.max(dim=-1).values.clamp(min=0.0)
 
     def forward(
         self,
-        queries: torch.Tensor,
         dense: torch.Tensor,
+        position: torch.Tensor,
         history: torch.Tensor,
-        history_valid: torch.Tensor,
-    ) -> torch.Tensor:
-        """queries (B, K, D), dense (B, N, D), history (B, M, D) + valid (B, M) -> (B, K, D)."""
-        keys = self.key(dense)
-        scores = queries @ keys.transpose(1, 2) / math.sqrt(keys.shape[-1])
-        bias = F.softplus(self.transition_gain) * self.transition(dense) - F.softplus(
+        valid: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """dense (B, N, D), position (N, D), history (B, R, K, D) + valid (B, R) ->
+        picks (B, K, D) and the selection weights (B, K, N)."""
+        batch, _, queries, dim = history.shape
+        content = self.norm(dense)
+
+        flat_history = history.flatten(1, 2)  # (B, R*K, D)
+        history_valid = valid.repeat_interleave(queries, dim=1)
+        memory = torch.cat(
+            (self.null_memory.expand(batch, -1, -1),
+             (history + self.history_position).flatten(1, 2)),
+            dim=1,
+        )
+        ignore = torch.cat((history_valid.new_zeros(batch, 1), ~history_valid), dim=1)
+        query = self.queries.unsqueeze(0).repeat(batch, 1, 1)
+        read, _ = self.history_attention(
+            self.query_norm(query), memory, memory, key_padding_mask=ignore, need_weights=False
+        )
+        query = query + read
+
+        scores = query @ self.key(content + position).transpose(1, 2) / math.sqrt(dim)
+        seen = F.normalize(self.redundancy_proj(content), dim=-1)
+        held = F.normalize(self.redundancy_proj(flat_history), dim=-1)
+        similarity = (seen @ held.transpose(1, 2)).masked_fill(~history_valid[:, None], -1.0)
+        redundancy = similarity.max(dim=-1).values.clamp(min=0.0)
+        bias = F.softplus(self.transition_gain) * self.transition(content) - F.softplus(
             self.redundancy_gain
-        ) * self.redundancy(keys, self.key(history), history_valid)
-        weights = (scores + bias.unsqueeze(1)).softmax(dim=-1)
-        return weights @ self.value(dense)
+        ) * redundancy
+        # Slot-style competition: split each token among the queries, then normalise per query.
+        weights = (scores.log_softmax(dim=1) + bias[:, None, :]).softmax(dim=-1)
+        # The time stamp bypasses the value projection: it stays in the space both modalities
+        # share, so the picks of the two modalities carry comparable "when".
+        values = self.value(content) + position
+        picks = weights @ values - values.mean(dim=1, keepdim=True)
+        return self.out_norm(self.out(picks)), weights
+
+
+class ContrastiveHead(nn.Module):
+    """K picks (..., K, D) -> one L2-normalised embedding (..., P): a per-pick MLP, then the mean.
+
+    Permutation-invariant over the picks (which query took which moment differs from window to
+    window and between modalities), and the mean of per-pick features makes the dot product of
+    two embeddings a sum over pairs of picks, i.e. a match between two sets of moments.
+    """
+
+    def __init__(self, dim: int, features: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, dim)
+        self.fc2 = nn.Linear(dim, features)
+
+    def forward(self, picks: torch.Tensor) -> torch.Tensor:
+        embedded = self.fc2(F.gelu(self.fc1(picks))).mean(dim=-2)
+        return F.normalize(embedded.float(), dim=-1)
 
 
 class ASSynchformer(StreamingModel):
@@ -83,161 +201,264 @@ class ASSynchformer(StreamingModel):
         super().__init__(config)
         model = config.model
         dim, classes = self.snapshot.dim, self.num_classes
-        self.tokens_per_window = model.streaming_tokens
-        self.history_windows = model.history_windows
+        self.tokens_per_window = tokens = model.streaming_tokens
+        self.history_windows = history = model.history_windows
         if model.streaming.dim % model.streaming.heads:
             raise ConfigError(
                 f"model.streaming.dim ({model.streaming.dim}) must be divisible by "
                 f"model.streaming.heads ({model.streaming.heads})"
             )
-
-        # History-aware selection.
-        self.queries = nn.Parameter(torch.zeros(1, self.tokens_per_window, dim))
-        self.off_to_query = nn.Linear(dim, dim)
-        self.query_norm = nn.LayerNorm(dim)
-        self.history_position = nn.Parameter(torch.zeros(1, self.history_windows, 1, dim))
-        self.null_memory = nn.Parameter(torch.zeros(1, 1, dim))
-        self.history_attention = nn.MultiheadAttention(
-            dim, model.sync.heads, dropout=model.dropout, batch_first=True
+        time = config.time
+        self.overlapping_windows = (time.window_frames - 1) // int(
+            round(time.stream_hop_sec * time.fps)
         )
-        self.visual_selector = TokenSelector(dim, model.visual_encoder.out_tokens)
-        self.audio_selector = TokenSelector(dim, model.audio_encoder.out_tokens)
-        self.fuse = nn.Linear(2 * dim, dim)
-        self.belief_embed = nn.Linear(classes, dim)
+        # The stage-1 temperature is not used here (the contrastive loss has its own): frozen,
+        # so DDP finds no unused parameter. Unfreeze it to run stage 1 on this model's snapshot.
+        self.snapshot.segment_logit_scale.requires_grad_(False)
+        dropout = model.sync_dropout
+
+        # Time stamps of the dense tokens, shared by both modalities.
+        visual_times, audio_times = token_times(config)
+        self.register_buffer("visual_time", time_features(visual_times), persistent=False)
+        self.register_buffer("audio_time", time_features(audio_times), persistent=False)
+        self.time_embed = nn.Linear(2 * TIME_FREQUENCIES, dim)
+
+        # History-aware selection, one selector per modality.
+        heads = model.sync.heads
+        self.visual_selector = ModalitySelector(
+            dim, tokens, model.visual_encoder.out_tokens, heads, history, dropout
+        )
+        self.audio_selector = ModalitySelector(
+            dim, tokens, model.audio_encoder.out_tokens, heads, history, dropout
+        )
+        self.fuse_visual = nn.Linear(dim, dim)
+        self.fuse_audio = nn.Linear(dim, dim)
         self.fuse_norm = nn.LayerNorm(dim)
 
-        # Contrastive head; the temperature is the snapshot's (shared with stage-1 pre-training).
-        self.visual_contrastive = nn.Linear(dim, model.contrastive_dim)
-        self.audio_contrastive = nn.Linear(dim, model.contrastive_dim)
-        self.offset_shift = nn.Parameter(torch.zeros(classes, model.contrastive_dim))
+        # History into the snapshot module's sync transformer.
+        self.history_in = nn.Linear(dim, dim)
+        self.history_in_norm = nn.LayerNorm(dim)
+        self.history_token_position = nn.Parameter(torch.zeros(1, history, tokens + 1, dim))
+        self.summary = nn.Linear(dim, dim)
+        self.belief_embed = nn.Linear(classes, dim)
+        self.summary_norm = nn.LayerNorm(dim)
+
+        # Contrastive heads (one per modality) and their own temperature.
+        # One head for both modalities: the picks share a space (the sync width, the shared time
+        # stamps), and a shared head keeps "the same moment" at the same place in both.
+        self.contrastive_head = ContrastiveHead(dim, model.contrastive_dim)
+        self.contrastive_logit_scale = nn.Parameter(
+            logit_scale_parameter(model.contrastive_temperature)
+        )
 
         # Streaming module.
         stream = model.streaming
         self.stream_in = nn.Linear(dim, stream.dim)
         self.stream_cls = nn.Parameter(torch.zeros(1, 1, stream.dim))
-        self.stream_position = nn.Parameter(
-            torch.zeros(1, self.history_windows, self.tokens_per_window, stream.dim)
-        )
+        self.stream_position = nn.Parameter(torch.zeros(1, history, tokens + 1, stream.dim))
         self.stream_blocks = nn.ModuleList(
-            encoder_layer(stream.dim, stream.heads, stream.mlp_ratio, model.dropout)
+            encoder_layer(stream.dim, stream.heads, stream.mlp_ratio, dropout)
             for _ in range(stream.depth)
         )
         self.stream_norm = nn.LayerNorm(stream.dim)
         self.stream_head = nn.Linear(stream.dim, classes)
 
-        for parameter in (
-            self.queries, self.history_position, self.null_memory, self.stream_cls,
-            self.stream_position,
-        ):
-            nn.init.normal_(parameter, std=0.02)
-        nn.init.normal_(self.offset_shift, std=0.1)
         for child_name, child in self.named_children():
             if child_name != "snapshot":
                 child.apply(init_vit_weights)
+        for parameter in (
+            self.history_token_position, self.stream_cls, self.stream_position,
+        ):
+            nn.init.normal_(parameter, std=0.02)
+        for linear in (self.time_embed, self.fuse_visual, self.fuse_audio):
+            _unit_gain(linear)
+        self.visual_selector.reset_selection_parameters()
+        self.audio_selector.reset_selection_parameters()
 
     # -- state ---------------------------------------------------------------------------------
 
     def init_state(self, batch_size: int) -> StreamState:
         like = self._like()
+        dim = like.shape[-1]
+        ring = (batch_size, self.history_windows, self.tokens_per_window, dim)
         return {
-            "tokens": like.new_zeros(
-                batch_size, self.history_windows, self.tokens_per_window, like.shape[-1]
-            ),
+            "tokens": like.new_zeros(ring),
+            "visual": like.new_zeros(ring),
+            "audio": like.new_zeros(ring),
+            "summary": like.new_zeros(batch_size, self.history_windows, dim),
             "valid": torch.zeros(
                 batch_size, self.history_windows, dtype=torch.bool, device=like.device
             ),
         }
 
+    @staticmethod
+    def _push(ring: torch.Tensor, entry: torch.Tensor) -> torch.Tensor:
+        return torch.cat((ring[:, 1:], entry.unsqueeze(1).to(ring.dtype)), dim=1)
+
     # -- one window ----------------------------------------------------------------------------
 
-    def _select(
-        self, hidden: torch.Tensor, state: StreamState
+    def _select_visual(
+        self, dense: torch.Tensor, state: StreamState
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sync-transformer output of one window (B, L, D) -> K visual and K audio picks."""
-        batch, visual_tokens = hidden.shape[0], self.snapshot.visual_tokens
-        off, visual, audio = (
-            hidden[:, 0], hidden[:, 1 : 1 + visual_tokens], hidden[:, 2 + visual_tokens :]
-        )
-        history = state["tokens"].flatten(1, 2)  # (B, R*K, D)
-        history_valid = state["valid"].repeat_interleave(self.tokens_per_window, dim=1)
-        memory = torch.cat(
-            (self.null_memory.expand(batch, -1, -1),
-             (state["tokens"] + self.history_position).flatten(1, 2)),
-            dim=1,
-        )
-        ignore = torch.cat((history_valid.new_zeros(batch, 1), ~history_valid), dim=1)
-        queries = self.queries + self.off_to_query(off).unsqueeze(1)
-        read, _ = self.history_attention(
-            self.query_norm(queries), memory, memory, key_padding_mask=ignore, need_weights=False
-        )
-        queries = queries + read
-        return (
-            self.visual_selector(queries, visual, history, history_valid),
-            self.audio_selector(queries, audio, history, history_valid),
-        )
+        position = self.time_embed(self.visual_time)
+        return self.visual_selector(dense, position, state["visual"], state["valid"])
 
-    def _predict(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """The streaming module over the ring (B, R, K, D) with valid slots (B, R) -> logits."""
-        batch = tokens.shape[0]
-        x = (self.stream_in(tokens) + self.stream_position).flatten(1, 2)
+    def _select_audio(
+        self, dense: torch.Tensor, history: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        position = self.time_embed(self.audio_time)
+        return self.audio_selector(dense, position, history, valid)
+
+    def _history_tokens(self, state: StreamState) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ring as extra tokens for the sync transformer: (B, R*(K+1), D) and validity."""
+        ring = torch.cat((state["tokens"], state["summary"].unsqueeze(2)), dim=2)
+        extra = self.history_in_norm(self.history_in(ring)) + self.history_token_position
+        valid = state["valid"].repeat_interleave(self.tokens_per_window + 1, dim=1)
+        return extra.flatten(1, 2), valid
+
+    def _predict(self, state: StreamState) -> torch.Tensor:
+        """The streaming module over the ring -> logits (B, C)."""
+        ring = torch.cat((state["tokens"], state["summary"].unsqueeze(2)), dim=2)
+        batch = ring.shape[0]
+        x = (self.stream_in(ring) + self.stream_position).flatten(1, 2)
         x = torch.cat((self.stream_cls.expand(batch, -1, -1), x), dim=1)
-        ignore = torch.cat(
-            (valid.new_zeros(batch, 1), ~valid.repeat_interleave(self.tokens_per_window, dim=1)),
-            dim=1,
-        )
+        valid = state["valid"].repeat_interleave(self.tokens_per_window + 1, dim=1)
+        ignore = torch.cat((valid.new_zeros(batch, 1), ~valid), dim=1)
         for block in self.stream_blocks:
             x = block(x, src_key_padding_mask=ignore)
         return self.stream_head(self.stream_norm(x[:, 0]))
 
     def _advance(
-        self, hidden: torch.Tensor, state: StreamState
-    ) -> tuple[torch.Tensor, StreamState, torch.Tensor, torch.Tensor]:
-        visual_pick, audio_pick = self._select(hidden, state)
-        belief = self.snapshot.sync.off_head(hidden[:, 0]).softmax(dim=-1)
-        new_tokens = self.fuse_norm(
-            self.fuse(torch.cat((visual_pick, audio_pick), dim=-1))
-            + self.belief_embed(belief).unsqueeze(1)
-        )
+        self, visual: torch.Tensor, audio: torch.Tensor, state: StreamState
+    ) -> tuple[dict[str, torch.Tensor], StreamState]:
+        """Dense tokens of one window (B, Nv, D), (B, Na, D) -> outputs and the new state."""
+        visual_picks, _ = self._select_visual(visual, state)
+        audio_picks, _ = self._select_audio(audio, state["audio"], state["valid"])
+        tokens = self.fuse_norm(self.fuse_visual(visual_picks) + self.fuse_audio(audio_picks))
+        extra, extra_valid = self._history_tokens(state)
+        off = self.snapshot.sync(visual, audio, extra=extra, extra_valid=extra_valid)[:, 0]
+        snapshot_logits = self.snapshot.sync.off_head(off)
+        belief = snapshot_logits.float().softmax(dim=-1).to(off.dtype)
+        summary = self.summary_norm(self.summary(off) + self.belief_embed(belief))
         valid = state["valid"]
         state = {
-            "tokens": torch.cat((state["tokens"][:, 1:], new_tokens.unsqueeze(1)), dim=1),
+            "tokens": self._push(state["tokens"], tokens),
+            "visual": self._push(state["visual"], visual_picks),
+            "audio": self._push(state["audio"], audio_picks),
+            "summary": self._push(state["summary"], summary),
             "valid": torch.cat((valid[:, 1:], valid.new_ones(valid.shape[0], 1)), dim=1),
         }
-        return self._predict(state["tokens"], state["valid"]), state, visual_pick, audio_pick
+        outputs = {
+            "logits": self._predict(state),
+            "snapshot_logits": snapshot_logits,
+            "tokens": tokens,
+            "visual": visual_picks,
+            "audio": audio_picks,
+        }
+        return outputs, state
 
     def step(self, window: Window, state: StreamState) -> tuple[torch.Tensor, StreamState]:
-        visual, audio = self._window_dense_tokens(window)
-        logits, state, _, _ = self._advance(self.snapshot.sync(visual, audio), state)
-        return logits, state
+        with self.autocast(window.video):
+            visual, audio = self._window_dense_tokens(window)
+            outputs, state = self._advance(visual, audio, state)
+        return outputs["logits"].float(), state
+
+    def window_outputs(
+        self, window: Window, state: StreamState
+    ) -> tuple[dict[str, torch.Tensor], StreamState]:
+        """Like `step`, with every per-window output: logits, snapshot_logits, tokens, visual,
+        audio (the streaming tokens and the per-modality picks)."""
+        with self.autocast(window.video):
+            visual, audio = self._window_dense_tokens(window)
+            return self._advance(visual, audio, state)
 
     # -- whole streams -------------------------------------------------------------------------
 
-    def contrastive_embeddings(
-        self, visual_pick: torch.Tensor, audio_pick: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Picks (..., K, D) -> visual (..., P) and audio (..., C, P), one per offset hypothesis."""
-        visual = F.normalize(self.visual_contrastive(visual_pick.mean(dim=-2)), dim=-1)
-        audio = self.audio_contrastive(audio_pick.mean(dim=-2)).unsqueeze(-2) + self.offset_shift
-        return visual, F.normalize(audio, dim=-1)
-
-    def forward(self, video: torch.Tensor, audio: torch.Tensor) -> StreamOutput:
-        visual, audible = self._stream_dense_tokens(video, audio)
-        batch, windows = visual.shape[:2]
-        hidden = self.snapshot.sync(visual.flatten(0, 1), audible.flatten(0, 1))
-        hidden = hidden.view(batch, windows, *hidden.shape[1:])
-        state = self.init_state(batch)
-        logits, visual_picks, audio_picks = [], [], []
+    def _candidate_audio_picks(
+        self, contrastive_audio: torch.Tensor, valid_per_window: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, W, N, S, ...) audio at other offsets -> picks (B, W, N, K, D), each candidate
+        stream with its own pick history (so the history cannot tell the in-sync one apart)."""
+        batch, windows, count = contrastive_audio.shape[:3]
+        dense = self.snapshot.audio_dense_tokens(contrastive_audio.flatten(0, 2))
+        dense = dense.view(batch, windows, count, *dense.shape[1:]).transpose(1, 2)
+        dense = dense.flatten(0, 1)  # (B*N, W, Na, D)
+        history = self.init_state(batch * count)["audio"]
+        picks = []
         for index in range(windows):
-            window_logits, state, visual_pick, audio_pick = self._advance(hidden[:, index], state)
-            logits.append(window_logits)
-            visual_picks.append(visual_pick)
-            audio_picks.append(audio_pick)
-        visual_embedding, audio_embedding = self.contrastive_embeddings(
-            torch.stack(visual_picks, dim=1), torch.stack(audio_picks, dim=1)
+            valid = valid_per_window[index].repeat_interleave(count, dim=0)
+            pick, _ = self._select_audio(dense[:, index], history, valid)
+            history = self._push(history, pick)
+            picks.append(pick)
+        stacked = torch.stack(picks, dim=1)  # (B*N, W, K, D)
+        return stacked.view(batch, count, windows, *stacked.shape[2:]).transpose(1, 2)
+
+    def forward(
+        self,
+        video: torch.Tensor,
+        audio: torch.Tensor,
+        contrastive_audio: torch.Tensor | None = None,
+        contrastive_hypotheses: torch.Tensor | None = None,
+    ) -> StreamOutput:
+        batch, windows = video.shape[:2]
+        if contrastive_audio is not None:
+            self._check_candidates(audio, contrastive_audio, contrastive_hypotheses)
+        with self.autocast(video):
+            visual, audible = self._stream_dense_tokens(video, audio)
+            state = self.init_state(batch)
+            per_window: dict[str, list[torch.Tensor]] = {}
+            valid_before = []
+            for index in range(windows):
+                valid_before.append(state["valid"])
+                outputs, state = self._advance(visual[:, index], audible[:, index], state)
+                for name, value in outputs.items():
+                    per_window.setdefault(name, []).append(value)
+            stacked = {name: torch.stack(values, dim=1) for name, values in per_window.items()}
+            audio_picks = stacked["audio"].unsqueeze(2)  # (B, W, 1, K, D)
+            if contrastive_audio is not None:
+                audio_picks = torch.cat(
+                    (audio_picks, self._candidate_audio_picks(contrastive_audio, valid_before)),
+                    dim=2,
+                )
+            visual_embedding = self.contrastive_head(stacked["visual"])
+            audio_embedding = self.contrastive_head(audio_picks)
+        centre = torch.full(
+            (batch, 1), self.num_classes // 2, dtype=torch.long, device=video.device
+        )
+        hypotheses = centre if contrastive_hypotheses is None else torch.cat(
+            (centre, contrastive_hypotheses.to(video.device).long()), dim=1
         )
         return StreamOutput(
-            logits=torch.stack(logits, dim=1),
+            logits=stacked["logits"].float(),
             visual_embedding=visual_embedding,
             audio_embedding=audio_embedding,
-            logit_scale=self.snapshot.segment_logit_scale.exp().clamp(max=100.0),
+            logit_scale=bounded_logit_scale(self.contrastive_logit_scale),
+            audio_hypotheses=hypotheses,
+            streaming_tokens=stacked["tokens"].float(),
+            visual_tokens=stacked["visual"].float(),
+            audio_tokens=stacked["audio"].float(),
+            snapshot_logits=stacked["snapshot_logits"].float(),
+            overlapping_windows=self.overlapping_windows,
         )
+
+    def _check_candidates(
+        self,
+        audio: torch.Tensor,
+        contrastive_audio: torch.Tensor,
+        hypotheses: torch.Tensor | None,
+    ) -> None:
+        batch, windows = audio.shape[:2]
+        if contrastive_audio.dim() != 6 or contrastive_audio.shape[:2] != (batch, windows) or (
+            contrastive_audio.shape[3:] != audio.shape[2:]
+        ):
+            raise ValueError(
+                f"contrastive_audio must be (B, W, N, S, n_mels, T) = ({batch}, {windows}, N, "
+                f"{', '.join(map(str, audio.shape[2:]))}), got {tuple(contrastive_audio.shape)}"
+            )
+        count = contrastive_audio.shape[2]
+        if hypotheses is None or tuple(hypotheses.shape) != (batch, count):
+            raise ValueError(
+                f"contrastive_hypotheses must be (B, N) = ({batch}, {count}): for each "
+                f"contrastive audio, the offset class under which it is in sync with the video "
+                f"(docs/MODELS.md); got {None if hypotheses is None else tuple(hypotheses.shape)}"
+            )

@@ -13,7 +13,14 @@ import torch
 from torch import nn
 
 from assynch.config import ConfigError, EncoderConfig
-from assynch.models.layers import Block, ClsPooling, DividedSpaceTimeBlock, init_vit_weights
+from assynch.models.layers import (
+    Block,
+    ClsPooling,
+    DividedSpaceTimeBlock,
+    drop_path_rates,
+    init_vit_weights,
+    run_blocks,
+)
 
 
 def _check_heads(name: str, config: EncoderConfig) -> None:
@@ -28,7 +35,12 @@ class AudioEncoder(nn.Module):
     """(N, n_mels, mel_frames) log-mel segments -> (N, out_tokens, dim)."""
 
     def __init__(
-        self, config: EncoderConfig, n_mels: int, mel_frames: int, dropout: float = 0.0
+        self,
+        config: EncoderConfig,
+        n_mels: int,
+        mel_frames: int,
+        dropout: float = 0.0,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         _check_heads("audio_encoder", config)
@@ -55,8 +67,10 @@ class AudioEncoder(nn.Module):
         patches = self.freq_patches * self.time_patches
         self.pos_embed = nn.Parameter(torch.zeros(1, 2 + patches, dim))
         self.blocks = nn.ModuleList(
-            Block(dim, config.heads, config.mlp_ratio, dropout) for _ in range(config.depth)
+            Block(dim, config.heads, config.mlp_ratio, dropout, rate)
+            for rate in drop_path_rates(config.depth, drop_path)
         )
+        self.checkpointing = False
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.freq_pool = ClsPooling(dim, config.heads, config.mlp_ratio, dropout)
         for parameter in (self.cls_token, self.dist_token, self.pos_embed):
@@ -72,8 +86,7 @@ class AudioEncoder(nn.Module):
         x = self.patch_embed(mel.unsqueeze(1)).flatten(2).transpose(1, 2)  # frequency-major
         aux = torch.cat((self.cls_token, self.dist_token), dim=1).expand(count, -1, -1)
         x = torch.cat((aux, x), dim=1) + self.pos_embed
-        for block in self.blocks:
-            x = block(x)
+        x = run_blocks(self.blocks, x, self.checkpointing)
         x = self.norm(x)[:, 2:]
         dim = x.shape[-1]
         x = x.reshape(count, self.freq_patches, self.time_patches, dim).transpose(1, 2)
@@ -85,7 +98,12 @@ class VisualEncoder(nn.Module):
     """(N, frames, 3, crop, crop) segments -> (N, frames / tubelet_frames, dim)."""
 
     def __init__(
-        self, config: EncoderConfig, frames: int, crop: int, dropout: float = 0.0
+        self,
+        config: EncoderConfig,
+        frames: int,
+        crop: int,
+        dropout: float = 0.0,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         _check_heads("visual_encoder", config)
@@ -116,9 +134,10 @@ class VisualEncoder(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.patches, dim))
         self.temp_embed = nn.Parameter(torch.zeros(1, self.steps, dim))
         self.blocks = nn.ModuleList(
-            DividedSpaceTimeBlock(dim, config.heads, config.mlp_ratio, dropout)
-            for _ in range(config.depth)
+            DividedSpaceTimeBlock(dim, config.heads, config.mlp_ratio, dropout, rate)
+            for rate in drop_path_rates(config.depth, drop_path)
         )
+        self.checkpointing = False
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.spatial_pool = ClsPooling(dim, config.heads, config.mlp_ratio, dropout)
         for parameter in (self.cls_token, self.pos_embed, self.temp_embed):
@@ -137,8 +156,7 @@ class VisualEncoder(nn.Module):
         )
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(count, -1, -1)
         x = torch.cat((cls, x + position), dim=1)
-        for block in self.blocks:
-            x = block(x, frames=self.steps)
+        x = run_blocks(self.blocks, x, self.checkpointing, frames=self.steps)
         x = self.norm(x)[:, 1:]
         x = self.spatial_pool(x.reshape(count * self.steps, self.patches, x.shape[-1]))
         return x.view(count, self.steps, -1)

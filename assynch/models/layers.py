@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 def init_vit_weights(module: nn.Module) -> None:
@@ -45,6 +46,25 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(batch, tokens, heads * dim)
 
 
+class DropPath(nn.Module):
+    """Stochastic depth (timm's `DropPath`): in training, zero a sample's residual branch with
+    probability p and scale the kept ones by 1 / (1 - p). Identity in eval mode or at p = 0."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection (timm / Motionformer names)."""
 
@@ -67,16 +87,19 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """A pre-norm ViT block."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, heads: int, mlp_ratio: float, dropout: float = 0.0, drop_path: float = 0.0
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, heads, dropout)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout)
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class DividedAttention(Attention):
@@ -119,7 +142,9 @@ class DividedAttention(Attention):
 class DividedSpaceTimeBlock(nn.Module):
     """Motionformer's divided block: time attention, then space attention, then the MLP."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, heads: int, mlp_ratio: float, dropout: float = 0.0, drop_path: float = 0.0
+    ) -> None:
         super().__init__()
         self.norm3 = nn.LayerNorm(dim, eps=1e-6)
         self.timeattn = DividedAttention(dim, heads, dropout)
@@ -127,11 +152,38 @@ class DividedSpaceTimeBlock(nn.Module):
         self.attn = DividedAttention(dim, heads, dropout)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout)
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        # As in Motionformer's code: stochastic depth on the space and MLP branches only.
         x = x + self.timeattn(self.norm3(x), frames, axis="time")
-        x = x + self.attn(self.norm1(x), frames, axis="space")
-        return x + self.mlp(self.norm2(x))
+        x = x + self.drop_path(self.attn(self.norm1(x), frames, axis="space"))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def run_blocks(
+    blocks: nn.ModuleList, x: torch.Tensor, checkpointing: bool, **kwargs: object
+) -> torch.Tensor:
+    """Apply `blocks` in order; with `checkpointing`, keep only each trainable block's input for
+    the backward pass and recompute its inside there (non-reentrant `torch.utils.checkpoint`,
+    which also gives gradients to a block whose input does not require them, and replays the
+    RNG so dropout / drop-path masks match). Blocks that do not train, or runs without autograd,
+    go through plainly: they save nothing anyway."""
+    for block in blocks:
+        if (
+            checkpointing
+            and torch.is_grad_enabled()
+            and any(p.requires_grad for p in block.parameters())
+        ):
+            x = checkpoint(block, x, use_reentrant=False, **kwargs)
+        else:
+            x = block(x, **kwargs)
+    return x
+
+
+def drop_path_rates(depth: int, rate: float) -> list[float]:
+    """Stochastic depth rising linearly from 0 at the first block to `rate` at the last."""
+    return [rate * i / (depth - 1) if depth > 1 else rate for i in range(depth)]
 
 
 def encoder_layer(
@@ -165,4 +217,6 @@ class ClsPooling(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         cls = self.cls_token.expand(tokens.shape[0], -1, -1)
-        return self.layer(torch.cat((cls, tokens), dim=1))[:, 0]
+        # A copy, not a view: a view would keep the whole (B, 1 + N, D) output alive wherever
+        # the result is saved for the backward pass (e.g. as the input of the projection).
+        return self.layer(torch.cat((cls, tokens), dim=1))[:, 0].contiguous()

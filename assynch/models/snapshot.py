@@ -11,8 +11,6 @@ that StreamSync's latent token and AS-Synchformer's queries can ride along.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -20,7 +18,7 @@ from torch.nn import functional as F
 from assynch.config import AssynchConfig, ConfigError, HeadConfig
 from assynch.models.encoders import AudioEncoder, VisualEncoder
 from assynch.models.layers import encoder_layer, init_vit_weights
-from assynch.models.losses import info_nce
+from assynch.models.losses import bounded_logit_scale, info_nce, logit_scale_parameter
 
 
 class SyncTransformer(nn.Module):
@@ -53,17 +51,25 @@ class SyncTransformer(nn.Module):
         )
         self.final_norm = nn.LayerNorm(dim)
         self.off_head = nn.Linear(dim, num_classes)
-        for parameter in (self.off_token, self.mod_token, self.pos_embed):
-            nn.init.normal_(parameter, std=0.02)
         self.apply(init_vit_weights)
+        # Synchformer draws OFF, MOD and the positions from N(0, 1) (torch.randn), the scale of
+        # the LayerNormed tokens they sit beside; its init_weights leaves them alone.
+        for parameter in (self.off_token, self.mod_token, self.pos_embed):
+            nn.init.normal_(parameter, std=1.0)
 
     def forward(
-        self, visual: torch.Tensor, audio: torch.Tensor, extra: torch.Tensor | None = None
+        self,
+        visual: torch.Tensor,
+        audio: torch.Tensor,
+        extra: torch.Tensor | None = None,
+        extra_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """visual (B, Nv, D), audio (B, Na, D), extra (B, E, D) -> hidden (B, 2+E+Nv+Na, D).
 
         Layout of the result: [OFF, extra..., visual..., MOD, audio...]. Extra tokens get no
-        position here: the caller adds its own.
+        position here: the caller adds its own. `extra_valid` (B, E) masks extra tokens out as
+        attention keys (False: no token attends to it); their own outputs are then meaningless.
+        With every extra token masked, OFF, visual, MOD and audio come out as without extras.
         """
         batch, mod_at = visual.shape[0], 1 + self.visual_tokens
         position = self.pos_embed
@@ -73,8 +79,13 @@ class SyncTransformer(nn.Module):
         audio = self.audio_norm(audio) + position[:, mod_at + 1 :]
         parts = [off] + ([extra] if extra is not None else []) + [visual, mod, audio]
         x = self.drop(torch.cat(parts, dim=1))
+        ignore = None
+        if extra is not None and extra_valid is not None:
+            present = extra_valid.new_ones(batch, x.shape[1])
+            present[:, 1 : 1 + extra.shape[1]] = extra_valid
+            ignore = ~present
         for block in self.blocks:
-            x = block(x)
+            x = block(x, src_key_padding_mask=ignore)
         return self.final_norm(x)
 
 
@@ -90,23 +101,29 @@ class SnapshotModel(nn.Module):
         self.n_mels, self.mel_frames = config.audio.n_mels, config.audio.segment_mel_frames
         self.num_classes = time.num_offset_classes
         self.visual_encoder = VisualEncoder(
-            model.visual_encoder, time.segment_frames, config.video.crop, model.dropout
+            model.visual_encoder, time.segment_frames, config.video.crop, model.dropout,
+            model.drop_path,
         )
         self.audio_encoder = AudioEncoder(
             model.audio_encoder, config.audio.n_mels, config.audio.segment_mel_frames,
-            model.dropout,
+            model.dropout, model.audio_drop_path,
         )
+        self.visual_encoder.checkpointing = model.activation_checkpointing
+        self.audio_encoder.checkpointing = model.activation_checkpointing
+        self.encode_chunk_windows = model.encode_chunk_windows
         dim = model.sync.dim
         self.visual_proj = nn.Linear(model.visual_encoder.dim, dim)
         self.audio_proj = nn.Linear(model.audio_encoder.dim, dim)
         self.visual_tokens = self.segments * model.visual_encoder.out_tokens
         self.audio_tokens = self.segments * model.audio_encoder.out_tokens
         self.sync = SyncTransformer(
-            model.sync, self.visual_tokens, self.audio_tokens, self.num_classes, model.dropout
+            model.sync, self.visual_tokens, self.audio_tokens, self.num_classes,
+            model.sync_dropout,
         )
-        # Stage-1 segment-level contrastive pre-training: CLIP's learnable log inverse temperature.
+        # Stage-1 segment-level contrastive pre-training: a learnable inverse temperature, stored
+        # unbounded and mapped smoothly into (1/100, 100) by `bounded_logit_scale`.
         self.segment_logit_scale = nn.Parameter(
-            torch.tensor(math.log(1.0 / model.contrastive_temperature))
+            logit_scale_parameter(model.contrastive_temperature)
         )
         init_vit_weights(self.visual_proj)
         init_vit_weights(self.audio_proj)
@@ -138,24 +155,43 @@ class SnapshotModel(nn.Module):
                 "video.crop, audio.n_mels)."
             )
 
+    def _encode(self, encoder: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        """(N, S, ...) windows -> (N, S, tokens, D), `encode_chunk_windows` windows per call.
+
+        A frozen encoder runs under `no_grad` (it saves nothing for the backward pass). With
+        activation checkpointing, chunks also bound the recomputation peak of the backward pass
+        to one chunk's block.
+        """
+        count, segments = windows.shape[:2]
+        step = self.encode_chunk_windows or count
+        trainable = any(p.requires_grad for p in encoder.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
+            parts = [
+                encoder(windows[start : start + step].flatten(0, 1))
+                for start in range(0, count, step)
+            ]
+        features = torch.cat(parts) if len(parts) > 1 else parts[0]
+        return features.view(count, segments, *features.shape[1:])
+
     def encode_segments(
         self, video: torch.Tensor, audio: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, S, ...) windows -> encoder features (N, S, 8, Dv) and (N, S, 6, Da)."""
-        count, segments = video.shape[:2]
-        visual = self.visual_encoder(video.flatten(0, 1))
-        audible = self.audio_encoder(audio.flatten(0, 1))
-        return (
-            visual.view(count, segments, *visual.shape[1:]),
-            audible.view(count, segments, *audible.shape[1:]),
-        )
+        return self._encode(self.visual_encoder, video), self._encode(self.audio_encoder, audio)
+
+    def visual_dense_tokens(self, video: torch.Tensor) -> torch.Tensor:
+        """(N, S, frames, 3, H, W) -> projected dense visual tokens (N, S*8, D)."""
+        return self.visual_proj(self._encode(self.visual_encoder, video).flatten(1, 2))
+
+    def audio_dense_tokens(self, audio: torch.Tensor) -> torch.Tensor:
+        """(N, S, n_mels, T) -> projected dense audio tokens (N, S*6, D)."""
+        return self.audio_proj(self._encode(self.audio_encoder, audio).flatten(1, 2))
 
     def dense_tokens(
         self, video: torch.Tensor, audio: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, S, ...) windows -> projected dense segment tokens (N, S*8, D) and (N, S*6, D)."""
-        visual, audible = self.encode_segments(video, audio)
-        return self.visual_proj(visual.flatten(1, 2)), self.audio_proj(audible.flatten(1, 2))
+        return self.visual_dense_tokens(video), self.audio_dense_tokens(audio)
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """One window per row: video (N, S, 16, 3, H, W), audio (N, S, n_mels, T) -> (N, 21)."""
@@ -174,7 +210,7 @@ class SnapshotModel(nn.Module):
         visual, audible = self.encode_segments(video, audio)
         visual = F.normalize(self.visual_proj(visual).mean(dim=2).flatten(0, 1), dim=-1)
         audible = F.normalize(self.audio_proj(audible).mean(dim=2).flatten(0, 1), dim=-1)
-        scale = self.segment_logit_scale.exp().clamp(max=100.0)
+        scale = bounded_logit_scale(self.segment_logit_scale)
         positives = torch.arange(visual.shape[0], device=visual.device)
         visual_to_audio = info_nce(visual, audible, positives, scale)
         return 0.5 * (visual_to_audio + info_nce(audible, visual, positives, scale))

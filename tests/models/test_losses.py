@@ -119,7 +119,7 @@ def test_contrastive_positive_is_the_true_offset_of_the_same_window() -> None:
 
 def test_models_without_streaming_tokens_have_no_contrastive_term() -> None:
     output = StreamOutput(logits=torch.randn(2, 3, CLASSES))
-    losses = total_loss(output, torch.tensor([1, 2]), LossWeights(contrastive=1.0))
+    losses = total_loss(output, torch.tensor([1, 2]), LossWeights(contrastive=1.0, emd=1.0))
     assert losses["contrastive"].item() == 0.0
     assert losses["total"].item() == pytest.approx(
         losses["cross_entropy"].item() + losses["emd"].item()

@@ -73,6 +73,22 @@ class StreamRun:
     changed: torch.Tensor
 
 
+def grid_candidates(
+    config: AssynchConfig, batch: int, windows: int, seed: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Contrastive audio for every offset hypothesis but the centre one (the input audio's):
+    (B, W, 20, S, n_mels, T) random audio and its (B, 20) hypotheses, so that with the input
+    audio the candidates cover the whole grid in class order."""
+    generator = torch.Generator().manual_seed(seed)
+    classes = config.time.num_offset_classes
+    audio = torch.randn(
+        batch, windows, classes - 1, config.time.segments_per_window, config.audio.n_mels,
+        config.audio.segment_mel_frames, generator=generator,
+    )
+    others = [c for c in range(classes) if c != classes // 2]
+    return audio, torch.tensor(others).expand(batch, -1)
+
+
 @pytest.fixture(scope="module", params=KINDS)
 def run(request: pytest.FixtureRequest, streams: tuple[torch.Tensor, torch.Tensor]) -> StreamRun:
     video, audio = streams
@@ -81,7 +97,11 @@ def run(request: pytest.FixtureRequest, streams: tuple[torch.Tensor, torch.Tenso
     changed_video = torch.cat((video[:, :2], later_video[:, 2:]), dim=1)
     changed_audio = torch.cat((audio[:, :2], later_audio[:, 2:]), dim=1)
     with torch.no_grad():
-        output = model(video, audio)
+        candidates = (
+            grid_candidates(tiny_config(), batch=2, windows=3)
+            if request.param == "as_synchformer" else ()
+        )
+        output = model(video, audio, *candidates)
         state, stepped, shapes = model.init_state(2), [], []
         for index in range(video.shape[1]):
             logits, state = model.step(Window(video[:, index], audio[:, index]), state)
@@ -135,7 +155,7 @@ def test_apa_is_the_running_mean_of_snapshot_logits(
     streams: tuple[torch.Tensor, torch.Tensor],
 ) -> None:
     video, audio = streams
-    model = built("apa").eval()
+    model = built("apa", "model.apa_average=logits").eval()
     with torch.no_grad():
         per_window = torch.stack(
             [model.snapshot(video[:, k], audio[:, k]) for k in range(video.shape[1])], dim=1
@@ -165,6 +185,8 @@ def test_audio_token_count_mismatch_is_a_config_error() -> None:
 def expected_trainable(model: StreamingModel, regime: str, blocks: int) -> set[str]:
     names = set()
     for name, _ in model.named_parameters():
+        if name == "snapshot.segment_logit_scale":
+            continue  # stage-1 temperature: frozen in AS-Synchformer (it has its own)
         encoder = re.match(r"snapshot\.(visual|audio)_encoder\.(.*)", name)
         if encoder is None or regime == "full":
             names.add(name)
@@ -187,8 +209,11 @@ def test_regime_trains_exactly_the_intended_parameters(
     video, audio = streams
     model = built("as_synchformer")
     apply_encoder_regime(model, regime, blocks)
-    output = model(video[:, :2], audio[:, :2])
-    losses = total_loss(output, torch.tensor([3, 17]), tiny_config().model.losses)
+    # One contrastive audio per stream, in sync under the label: the contrastive term is on.
+    candidates, _ = grid_candidates(tiny_config(), batch=2, windows=2)
+    labels = torch.tensor([3, 17])
+    output = model(video[:, :2], audio[:, :2], candidates[:, :, :1], labels[:, None])
+    losses = total_loss(output, labels, tiny_config().model.losses)
     losses["total"].backward()
     with_gradient = {
         name for name, p in model.named_parameters() if p.grad is not None and p.grad.any()

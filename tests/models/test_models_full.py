@@ -16,7 +16,10 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def test_full_as_synchformer_forward_at_batch_one() -> None:
     # Full widths and depths; 1 segment per window instead of 14 keeps this CPU test near 10 s
     # (a 14-segment window is ~5.7 TFLOP, about a minute on two cores; see docs/MODELS.md).
-    config = load_config(CONFIGS / "full.yaml", ["time.segments_per_window=1"])
+    # The preset's bf16 autocast is for GPUs; on this CPU it is several times slower than fp32.
+    config = load_config(
+        CONFIGS / "full.yaml", ["time.segments_per_window=1", "model.autocast_bf16=false"]
+    )
     torch.manual_seed(0)
     model = build_model(config).eval()
     snapshot = model.snapshot
@@ -25,8 +28,11 @@ def test_full_as_synchformer_forward_at_batch_one() -> None:
     assert len(snapshot.sync.blocks) == 3 and len(model.stream_blocks) == 3
     video = torch.randn(1, 1, 1, 16, 3, 224, 224)
     audio = torch.randn(1, 1, 1, 128, 66)
+    # The same window's audio under the 20 other offset hypotheses (contrastive candidates).
+    candidates = torch.randn(1, 1, 20, 1, 128, 66)
+    hypotheses = torch.tensor([[c for c in range(21) if c != 10]])
     with torch.no_grad():
-        output = model(video, audio)
+        output = model(video, audio, candidates, hypotheses)
     assert output.logits.shape == (1, 1, 21)
     assert torch.isfinite(output.logits).all()
     assert output.audio_embedding is not None and output.audio_embedding.shape == (1, 1, 21, 256)

@@ -18,6 +18,8 @@ from assynch.config import AssynchConfig, load_config
 from assynch.media.decode import decode_all
 from assynch.media.features import normalised_log_mel
 from assynch.models import build_model, cross_entropy, total_loss
+from assynch.models.contrastive import contrastive_offset_classes
+from assynch.models.losses import mean_pairwise_cosine
 from assynch.samples.model_inputs import stream_sample_to_model_inputs
 from assynch.samples.offsets import class_to_offset_sec, offset_sec_to_class
 from assynch.samples.plan import cut_stream_sample, plan_stream_samples, window_starts_sec
@@ -65,26 +67,49 @@ def round_trip_through_a_shard(rows: list[SampleRow], config: AssynchConfig, fol
     return table_to_batch(pq.read_table(path))
 
 
+CONTRASTIVE_CUTS = 2
+
+
 def model_inputs(batch: dict, config: AssynchConfig) -> tuple[torch.Tensor, ...]:
-    videos, audios, labels = [], [], []
+    """Video, audio and labels, plus for AS-Synchformer's contrastive loss the same windows'
+    audio re-cut from the stored margin at other offsets and their hypotheses (as the training
+    loop does it: assynch.models.contrastive)."""
+    videos, audios, labels, candidates, hypotheses = [], [], [], [], []
+    classes = config.time.num_offset_classes
+    generator = torch.Generator().manual_seed(0)
     for index, stored in enumerate(batch["offset_sec"].tolist()):
         stored_class = offset_sec_to_class(stored, config.time)
         shifted_class = offset_sec_to_class(
             stored - EXTRA_OFFSET_SHIFT_SEC if stored > 0 else stored + EXTRA_OFFSET_SHIFT_SEC,
             config.time,
         )
-        for offset_class in (stored_class, shifted_class):
-            video, audio = stream_sample_to_model_inputs(
+        margin = float(batch["audio_margin_sec"][index])
+
+        def cut(offset_class: int, index: int = index, stored: float = stored,
+                margin: float = margin) -> tuple[torch.Tensor, torch.Tensor]:
+            return stream_sample_to_model_inputs(
                 batch["frames"][index], batch["mel"][index], time=config.time,
-                video=config.video, audio=config.audio,
-                audio_margin_sec=float(batch["audio_margin_sec"][index]),
+                video=config.video, audio=config.audio, audio_margin_sec=margin,
                 stored_offset_sec=stored,
                 offset_sec=class_to_offset_sec(offset_class, config.time),
+            )
+
+        for offset_class in (stored_class, shifted_class):
+            video, audio = cut(offset_class)
+            cuts, hypothesis = contrastive_offset_classes(
+                torch.tensor([offset_class]), CONTRASTIVE_CUTS, classes, generator,
+                stored_classes=torch.tensor([stored_class]),
+                margin_classes=int(round(margin / config.time.offset_step_sec)),
             )
             videos.append(video)
             audios.append(audio)
             labels.append(offset_class)
-    return torch.stack(videos), torch.stack(audios), torch.tensor(labels)
+            candidates.append(torch.stack([cut(c)[1] for c in cuts[0].tolist()], dim=1))
+            hypotheses.append(hypothesis[0])
+    return (
+        torch.stack(videos), torch.stack(audios), torch.tensor(labels),
+        torch.stack(candidates), torch.stack(hypotheses),
+    )
 
 
 def test_tiny_as_synchformer_overfits_real_shard_samples(
@@ -95,18 +120,22 @@ def test_tiny_as_synchformer_overfits_real_shard_samples(
         CONFIGS / "tiny.yaml", ["time.windows_per_sample=2", "model.encoder_regime=frozen"]
     )
     batch = round_trip_through_a_shard(shard_rows(synth_clips, config), config, tmp_path)
-    video, audio, labels = model_inputs(batch, config)
+    video, audio, labels, candidates, hypotheses = model_inputs(batch, config)
     assert video.shape == (6, 2, 14, 16, 3, 64, 64) and audio.shape == (6, 2, 14, 128, 66)
     assert len(set(labels.tolist())) == 6, labels
+    assert candidates.shape == (6, 2, CONTRASTIVE_CUTS, 14, 128, 66)
 
     torch.manual_seed(0)
     model = build_model(config)
+    with torch.no_grad():
+        initial = model(video, audio, candidates, hypotheses)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=3e-3, weight_decay=0.0)
     started = time.monotonic()
     history = []
     for _ in range(80):
-        losses = total_loss(model(video, audio), labels, config.model.losses)
+        output = model(video, audio, candidates, hypotheses)
+        losses = total_loss(output, labels, config.model.losses)
         optimizer.zero_grad()
         losses["total"].backward()
         optimizer.step()
@@ -115,9 +144,17 @@ def test_tiny_as_synchformer_overfits_real_shard_samples(
             break
     model.eval()
     with torch.no_grad():
-        final = cross_entropy(model(video, audio).logits, labels).item()
+        trained = model(video, audio, candidates, hypotheses)
+        final = cross_entropy(trained.logits, labels).item()
     elapsed = time.monotonic() - started
     assert history[0] > 2.5, history  # near chance (ln 21 = 3.04) before training
     assert final < 1.0, (final, history)
     # Under a minute when the machine is not shared; generous for a busy CI box.
     assert elapsed < 120, f"overfitting took {elapsed:.0f} s ({len(history)} steps)"
+    # The K streaming tokens of a window (and the K picks of each modality) differ at init and
+    # stay different after training on real samples.
+    for name in ("streaming_tokens", "visual_tokens", "audio_tokens"):
+        before = mean_pairwise_cosine(getattr(initial, name)).item()
+        after = mean_pairwise_cosine(getattr(trained, name)).item()
+        assert before < 0.5, (name, before)
+        assert after < 0.9, (name, after, len(history))
