@@ -25,7 +25,13 @@ from torch.nn import functional as F
 
 from assynch.config import AssynchConfig, ConfigError
 from assynch.models.layers import encoder_layer, init_vit_weights
-from assynch.models.streaming import StreamingModel, StreamOutput, StreamState, Window
+from assynch.models.streaming import (
+    StreamingModel,
+    StreamOutput,
+    StreamState,
+    Window,
+    WindowCode,
+)
 
 
 class TokenSelector(nn.Module):
@@ -205,9 +211,12 @@ class ASSynchformer(StreamingModel):
         }
         return self._predict(state["tokens"], state["valid"]), state, visual_pick, audio_pick
 
-    def step(self, window: Window, state: StreamState) -> tuple[torch.Tensor, StreamState]:
+    def encode_window(self, window: Window) -> WindowCode:
         visual, audio = self._window_dense_tokens(window)
-        logits, state, _, _ = self._advance(self.snapshot.sync(visual, audio), state)
+        return (self.snapshot.sync(visual, audio),)
+
+    def advance(self, code: WindowCode, state: StreamState) -> tuple[torch.Tensor, StreamState]:
+        logits, state, _, _ = self._advance(code[0], state)
         return logits, state
 
     # -- whole streams -------------------------------------------------------------------------

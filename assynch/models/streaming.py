@@ -4,6 +4,7 @@ Every streaming model offers
 
     state = model.init_state(batch_size)
     logits, state = model.step(Window(video, audio), state)   # one window: (B, S, ...)
+    # step = advance(encode_window(window), state): the encoders do not depend on the state
     output = model(video, audio)                               # whole streams: (B, W, S, ...)
 
 `output.logits[:, k]` is the prediction after window k and depends on windows 0..k only; `step`
@@ -24,6 +25,8 @@ from assynch.config import AssynchConfig
 from assynch.models.snapshot import SnapshotModel
 
 StreamState = dict[str, torch.Tensor]
+# What `encode_window` returns: the state-independent result of one window, per model kind.
+WindowCode = tuple[torch.Tensor, ...]
 
 
 class Window(NamedTuple):
@@ -65,8 +68,20 @@ class StreamingModel(nn.Module, ABC):
         """The state before the first window."""
 
     @abstractmethod
+    def encode_window(self, window: Window) -> WindowCode:
+        """The part of a step that does not depend on the state (the encoders, mostly)."""
+
+    @abstractmethod
+    def advance(self, code: WindowCode, state: StreamState) -> tuple[torch.Tensor, StreamState]:
+        """The part of a step that reads and updates the state: logits (B, C), new state."""
+
     def step(self, window: Window, state: StreamState) -> tuple[torch.Tensor, StreamState]:
-        """Consume one window (B, S, ...); return the logits (B, C) after it and the new state."""
+        """Consume one window (B, S, ...); return the logits (B, C) after it and the new state.
+
+        `advance(encode_window(window), state)`: a caller that replays recent windows from a
+        fresh state (a sliding context) can keep the codes and skip the encoders.
+        """
+        return self.advance(self.encode_window(window), state)
 
     @abstractmethod
     def forward(self, video: torch.Tensor, audio: torch.Tensor) -> StreamOutput:
@@ -99,8 +114,11 @@ class SnapshotStream(StreamingModel):
     def init_state(self, batch_size: int) -> StreamState:
         return {}
 
-    def step(self, window: Window, state: StreamState) -> tuple[torch.Tensor, StreamState]:
-        return self.snapshot(*window), state
+    def encode_window(self, window: Window) -> WindowCode:
+        return (self.snapshot(*window),)
+
+    def advance(self, code: WindowCode, state: StreamState) -> tuple[torch.Tensor, StreamState]:
+        return code[0], state
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor) -> StreamOutput:
         visual, audible = self._stream_dense_tokens(video, audio)
@@ -121,8 +139,8 @@ class AveragedPredictionStream(SnapshotStream):
             "count": torch.zeros(batch_size, 1, device=device),
         }
 
-    def step(self, window: Window, state: StreamState) -> tuple[torch.Tensor, StreamState]:
-        logits = self.snapshot(*window)
+    def advance(self, code: WindowCode, state: StreamState) -> tuple[torch.Tensor, StreamState]:
+        logits = code[0]
         logit_sum = state["logit_sum"] + logits.float()
         count = state["count"] + 1
         return (logit_sum / count).to(logits.dtype), {"logit_sum": logit_sum, "count": count}
@@ -161,8 +179,12 @@ class StreamSync(StreamingModel):
         logits = self.snapshot.sync.off_head(hidden[:, 0])
         return logits, {"latent": self.latent_norm(hidden[:, 1])}
 
-    def step(self, window: Window, state: StreamState) -> tuple[torch.Tensor, StreamState]:
-        return self._advance(*self._window_dense_tokens(window), state)
+    def encode_window(self, window: Window) -> WindowCode:
+        return self._window_dense_tokens(window)
+
+    def advance(self, code: WindowCode, state: StreamState) -> tuple[torch.Tensor, StreamState]:
+        visual, audio = code
+        return self._advance(visual, audio, state)
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor) -> StreamOutput:
         visual, audible = self._stream_dense_tokens(video, audio)
