@@ -10,6 +10,7 @@ from assynch.detect.inference import run_windows
 from assynch.detect.loading import LoadedModel
 from assynch.detect.report import DetectReport
 from assynch.media.decode import DecodeError
+from assynch.models.streaming import SnapshotStream
 from assynch.samples.offsets import offset_grid_sec
 
 
@@ -34,6 +35,8 @@ def detect_video(
     config = loaded.config
     time = config.time
     windows = time.windows_per_sample if context == "trained" else context
+    if type(loaded.model) is SnapshotStream:
+        windows = 1  # no memory: each prediction sees its own window only
     assert windows is None or isinstance(windows, int)
     results = run_windows(
         source, loaded.model, config, context=windows, storage_options=storage_options,

@@ -113,7 +113,7 @@ def time_aligned_positions(model: torch.nn.Module, config: AssynchConfig) -> Non
 def train_tiny_detector(
     clips: list[Path], config: AssynchConfig, *, seed: int = 0, max_seconds: float = 150.0,
     steps: int = 1500, batch: int = 48, lr: float = 3e-3, log: list | None = None,
-    aligned_positions: bool = True,
+    aligned_positions: bool = True, emd_weight: float = 0.0,
 ) -> torch.nn.Module:
     """Build the tiny snapshot model (frozen encoders) and train its heads on `clips`."""
     torch.manual_seed(seed)
@@ -132,32 +132,34 @@ def train_tiny_detector(
     snapshot = model.snapshot
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps,
-                                                   pct_start=0.05)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / 20) * max(0.1, 1 - step / steps))
     started = clock.monotonic()
     snapshot.train()
     for step in range(steps):
         visual_rows, audio_rows, labels = [], [], []
-        for _ in range(batch):
+        # Every offset of the same window in one batch: the pictures are the same, only the
+        # timing of the sound differs, so the only way to tell the examples apart is sync.
+        for _ in range(max(batch // classes, 1)):
             clip = features[int(rng.integers(len(features)))]
-            offset_class = int(rng.integers(classes))
-            offset_mel = (offset_class - classes // 2) * int(round(time.offset_step_sec
-                                                                  * MEL_PER_SEC))
             low = int(np.ceil(max_offset_mel / mel_per_frame / GRID_FRAMES))
             high = (clip.frames - time.window_frames - low * GRID_FRAMES) // GRID_FRAMES
             start = int(rng.integers(low, high))  # window start, in grid steps
             visual_index = start + stride_visual * np.arange(segments)
-            audio_mel = (start * GRID_FRAMES * mel_per_frame + offset_mel
-                         + time.segment_stride_frames * mel_per_frame * np.arange(segments))
-            audio_index = (audio_mel / AUDIO_GRID).astype(np.int64)
-            visual_rows.append(clip.visual[visual_index])
-            audio_rows.append(clip.audio[audio_index])
-            labels.append(offset_class)
+            for offset_class in range(classes):
+                offset_mel = (offset_class - classes // 2) * int(round(time.offset_step_sec
+                                                                      * MEL_PER_SEC))
+                audio_mel = (start * GRID_FRAMES * mel_per_frame + offset_mel
+                             + time.segment_stride_frames * mel_per_frame * np.arange(segments))
+                audio_index = (audio_mel / AUDIO_GRID).astype(np.int64)
+                visual_rows.append(clip.visual[visual_index])
+                audio_rows.append(clip.audio[audio_index])
+                labels.append(offset_class)
         visual = snapshot.visual_proj(torch.stack(visual_rows).flatten(1, 2))
         audible = snapshot.audio_proj(torch.stack(audio_rows).flatten(1, 2))
         logits = snapshot.sync.off_head(snapshot.sync(visual, audible)[:, 0])
         target = torch.tensor(labels)
-        loss = cross_entropy(logits, target) + squared_emd(logits, target)
+        loss = cross_entropy(logits, target) + emd_weight * squared_emd(logits, target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
