@@ -29,7 +29,7 @@ from assynch.models import save_model_checkpoint
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = [
     "time.windows_per_sample=2", "model.kind=snapshot", "model.encoder_regime=frozen",
-    "model.sync.dim=32", "model.sync.heads=2",
+    "model.sync.dim=32", "model.sync.heads=4",
 ]
 FRAME_SEC = 0.04
 WINDOW_SEC = 4.8

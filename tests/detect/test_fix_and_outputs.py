@@ -84,3 +84,24 @@ def test_fix_that_advances_the_audio_drops_what_falls_before_zero(tmp_path: Path
     assert video_packets(fixed) == video_packets(clip)
     pairs = [(f, d) for f, d in beep_minus_flash(fixed) if f > 0.5]
     assert pairs and all(abs(delta) <= FRAME_SEC for _, delta in pairs), pairs
+
+
+def test_an_s3_url_is_read_through_the_storage_config(
+    random_checkpoint: Path, tmp_path: Path, moto_s3: object
+) -> None:
+    clip = flash_beep_clip(tmp_path / "remote.mp4", 8.0, seed=4)
+    bucket = moto_s3.bucket("detect")  # type: ignore[attr-defined]
+    moto_s3.client().upload_file(str(clip), bucket, "videos/remote.mp4")  # type: ignore[attr-defined]
+    storage = moto_s3.storage  # type: ignore[attr-defined]
+    result = CliRunner().invoke(app, [
+        "detect", f"s3://{bucket}/videos/remote.mp4", "--checkpoint", str(random_checkpoint),
+        "--json",
+        "--set", f"storage.endpoint_url={storage.endpoint_url}",
+        "--set", "storage.region=us-east-1",
+        "--set", f"storage.access_key_id={storage.access_key_id}",
+        "--set", f"storage.secret_access_key={storage.secret_access_key.get_secret_value()}",
+    ])
+    assert result.exit_code in (0, 3, 4), result.stderr
+    document = json.loads(result.stdout)
+    assert document["video"] == f"s3://{bucket}/videos/remote.mp4"
+    assert document["windows"] == 2 and document["duration_sec"] == 8.0
