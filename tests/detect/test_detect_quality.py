@@ -9,6 +9,7 @@ reads as in sync; `--plot` writes a PNG; `--json` validates against the document
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import av
@@ -33,7 +34,9 @@ TINY = [
 ]
 FRAME_SEC = 0.04
 WINDOW_SEC = 4.8
-TRAINING_SECONDS = 90.0
+# Wall-clock cap on the training; raise it (e.g. ASSYNCH_DETECT_TRAIN_SECONDS=1500) to check
+# whether more steps make the quality tests pass on this machine.
+TRAINING_SECONDS = float(os.environ.get("ASSYNCH_DETECT_TRAIN_SECONDS", "90"))
 
 # Honest status (see the detect issue's report): on the shared 2-core development VM (load 12+)
 # this tiny model stays at chance (cross-entropy ~ln 21) for the whole budget: ~650 steps of 32
@@ -55,7 +58,7 @@ def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # two threads on two shared cores were several times slower
     try:
-        model = train_tiny_detector(clips, config, seed=0, steps=2000, batch=84, lr=3e-3,
+        model = train_tiny_detector(clips, config, seed=0, steps=2500, batch=84, lr=3e-3,
                                     max_seconds=TRAINING_SECONDS)
     finally:
         torch.set_num_threads(threads)
