@@ -66,7 +66,7 @@ def test_window_stream_memory_does_not_grow_with_the_video() -> None:
         windows += sum(block.count for block in cutter.finish())
         assert windows == (minutes * 60 * 25 - time.window_frames) // 60 + 1
         peaks[minutes] = cutter.summary.peak_buffer_bytes
-    assert peaks[10] == peaks[1], peaks
+    assert peaks[10] <= 1.01 * peaks[1], peaks  # the phase of chunks against blocks varies
     span_frames = 3 * 60 + 120 + 50  # a block of 4 windows plus one chunk
     assert peaks[10] <= span_frames * 8 * 8 * 3 + (span_frames * 640 + 2 * 640) * 4
 
