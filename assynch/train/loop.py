@@ -312,9 +312,14 @@ def evaluate(
 
 
 def _loss_names(config: AssynchConfig) -> list[str]:
+    """The loss terms a rank without validation samples reports (as zeros): exactly the keys
+    `compute_losses` returns, sorted, or the ranks' all-reduces would differ in size."""
     if config.train.objective == "segment_contrastive":
         return ["segment_contrastive", "total"]
-    return ["contrastive", "cross_entropy", "emd", "total"]
+    names = ["contrastive", "cross_entropy", "emd", "total"]
+    if config.model.kind == "as_synchformer":  # its streaming tokens add the diversity term
+        names.append("diversity")
+    return sorted(names)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,15 +48,16 @@ def compute_losses(
 def needs_find_unused_parameters(config: AssynchConfig) -> bool:
     """Whether DDP must look for parameters without gradients (docs/MODELS.md, DDP note).
 
-    `snapshot.segment_logit_scale` only serves the contrastive terms, so snapshot/APA/StreamSync
-    (and AS-Synchformer without its contrastive weight) leave it unused; stage 1 leaves the sync
-    transformer and the streaming parts unused. Finding them costs one graph walk per step.
+    Yes unless `train.find_unused_parameters` says otherwise: `snapshot.segment_logit_scale`
+    only serves the contrastive terms (unused by snapshot/APA/StreamSync), stage 1 leaves the
+    sync transformer and the streaming parts unused, and AS-Synchformer's contrastive head only
+    receives a gradient in steps whose batch has a contrastive pair (without re-cut audio: a
+    stream labelled 0 s), so which parameters a step uses depends on its batch. Finding them
+    costs one graph walk per step.
     """
     if config.train.find_unused_parameters is not None:
         return config.train.find_unused_parameters
-    if config.train.objective == "segment_contrastive":
-        return True
-    return config.model.kind != "as_synchformer" or config.model.losses.contrastive == 0
+    return True
 
 
 def is_encoder_parameter(name: str) -> bool:
