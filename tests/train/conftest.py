@@ -63,6 +63,9 @@ class RayHead:
                 return int(probe.getsockname()[1])
 
         self.gcs_port, self.dashboard_port = free_port(), free_port()
+        # The session's other Ray (ray_local) holds the default agent ports: a head on the
+        # same ports starts without a job agent ("No available agent to submit job").
+        self.agent_ports = [free_port() for _ in range(4)]
         self.temp_dir = Path(f"/tmp/assynch-rayhead-{self.gcs_port}")  # short: socket paths
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
         self.env = {**os.environ, "RAY_AUTH_MODE": "token",
@@ -80,6 +83,10 @@ class RayHead:
              f"--port={self.gcs_port}", "--num-cpus=2", "--object-store-memory=209715200",
              "--include-dashboard=true", "--dashboard-host=127.0.0.1",
              f"--dashboard-port={self.dashboard_port}", f"--temp-dir={self.temp_dir}",
+             f"--dashboard-agent-listen-port={self.agent_ports[0]}",
+             f"--dashboard-agent-grpc-port={self.agent_ports[1]}",
+             f"--metrics-export-port={self.agent_ports[2]}",
+             f"--runtime-env-agent-port={self.agent_ports[3]}",
              "--disable-usage-stats"],
             env=self.env, start_new_session=True, stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
