@@ -8,7 +8,7 @@ from assynch.models.build import MODEL_KINDS, build_model
 from assynch.models.checkpoint import load_model_checkpoint, save_model_checkpoint
 from assynch.models.losses import cross_entropy, info_nce, squared_emd, total_loss
 from assynch.models.regimes import apply_encoder_regime
-from assynch.models.snapshot import SnapshotModel
+from assynch.models.snapshot import SegmentFeatures, SnapshotModel
 from assynch.models.streaming import (
     AveragedPredictionStream,
     SnapshotStream,
@@ -30,6 +30,7 @@ __all__ = [
     "AveragedPredictionStream",
     "LoadReport",
     "MODEL_KINDS",
+    "SegmentFeatures",
     "SnapshotModel",
     "SnapshotStream",
     "StreamOutput",

@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from assynch.config import AssynchConfig, ConfigError
 from assynch.models.layers import encoder_layer, init_vit_weights
 from assynch.models.losses import bounded_logit_scale, logit_scale_parameter
-from assynch.models.streaming import StreamingModel, StreamOutput, StreamState, Window
+from assynch.models.streaming import StreamingModel, StreamOutput, StreamState
 
 TIME_FREQUENCIES = 16
 
@@ -197,6 +197,8 @@ class ContrastiveHead(nn.Module):
 
 
 class ASSynchformer(StreamingModel):
+    uses_contrastive_audio = True
+
     def __init__(self, config: AssynchConfig) -> None:
         super().__init__(config)
         model = config.model
@@ -357,32 +359,16 @@ class ASSynchformer(StreamingModel):
         }
         return outputs, state
 
-    def step(self, window: Window, state: StreamState) -> tuple[torch.Tensor, StreamState]:
-        with self.autocast(window.video):
-            visual, audio = self._window_dense_tokens(window)
-            outputs, state = self._advance(visual, audio, state)
-        return outputs["logits"].float(), state
-
-    def window_outputs(
-        self, window: Window, state: StreamState
-    ) -> tuple[dict[str, torch.Tensor], StreamState]:
-        """Like `step`, with every per-window output: logits, snapshot_logits, tokens, visual,
-        audio (the streaming tokens and the per-modality picks)."""
-        with self.autocast(window.video):
-            visual, audio = self._window_dense_tokens(window)
-            return self._advance(visual, audio, state)
-
     # -- whole streams -------------------------------------------------------------------------
 
     def _candidate_audio_picks(
-        self, contrastive_audio: torch.Tensor, valid_per_window: torch.Tensor
+        self, dense: torch.Tensor, valid_per_window: list[torch.Tensor]
     ) -> torch.Tensor:
-        """(B, W, N, S, ...) audio at other offsets -> picks (B, W, N, K, D), each candidate
-        stream with its own pick history (so the history cannot tell the in-sync one apart)."""
-        batch, windows, count = contrastive_audio.shape[:3]
-        dense = self.snapshot.audio_dense_tokens(contrastive_audio.flatten(0, 2))
-        dense = dense.view(batch, windows, count, *dense.shape[1:]).transpose(1, 2)
-        dense = dense.flatten(0, 1)  # (B*N, W, Na, D)
+        """(B, W, N, Na, D) dense tokens of the audio at other offsets -> picks (B, W, N, K, D),
+        each candidate stream with its own pick history (so the history cannot tell the in-sync
+        one apart)."""
+        batch, windows, count = dense.shape[:3]
+        dense = dense.transpose(1, 2).flatten(0, 1)  # (B*N, W, Na, D)
         history = self.init_state(batch * count)["audio"]
         picks = []
         for index in range(windows):
@@ -393,40 +379,36 @@ class ASSynchformer(StreamingModel):
         stacked = torch.stack(picks, dim=1)  # (B*N, W, K, D)
         return stacked.view(batch, count, windows, *stacked.shape[2:]).transpose(1, 2)
 
-    def forward(
+    def _forward_tokens(
         self,
-        video: torch.Tensor,
-        audio: torch.Tensor,
-        contrastive_audio: torch.Tensor | None = None,
-        contrastive_hypotheses: torch.Tensor | None = None,
+        visual: torch.Tensor,
+        audible: torch.Tensor,
+        contrastive_audio: torch.Tensor | None,
+        contrastive_hypotheses: torch.Tensor | None,
     ) -> StreamOutput:
-        batch, windows = video.shape[:2]
+        batch, windows = visual.shape[:2]
+        state = self.init_state(batch)
+        per_window: dict[str, list[torch.Tensor]] = {}
+        valid_before = []
+        for index in range(windows):
+            valid_before.append(state["valid"])
+            outputs, state = self._advance(visual[:, index], audible[:, index], state)
+            for name, value in outputs.items():
+                per_window.setdefault(name, []).append(value)
+        stacked = {name: torch.stack(values, dim=1) for name, values in per_window.items()}
+        audio_picks = stacked["audio"].unsqueeze(2)  # (B, W, 1, K, D)
         if contrastive_audio is not None:
-            self._check_candidates(audio, contrastive_audio, contrastive_hypotheses)
-        with self.autocast(video):
-            visual, audible = self._stream_dense_tokens(video, audio)
-            state = self.init_state(batch)
-            per_window: dict[str, list[torch.Tensor]] = {}
-            valid_before = []
-            for index in range(windows):
-                valid_before.append(state["valid"])
-                outputs, state = self._advance(visual[:, index], audible[:, index], state)
-                for name, value in outputs.items():
-                    per_window.setdefault(name, []).append(value)
-            stacked = {name: torch.stack(values, dim=1) for name, values in per_window.items()}
-            audio_picks = stacked["audio"].unsqueeze(2)  # (B, W, 1, K, D)
-            if contrastive_audio is not None:
-                audio_picks = torch.cat(
-                    (audio_picks, self._candidate_audio_picks(contrastive_audio, valid_before)),
-                    dim=2,
-                )
-            visual_embedding = self.contrastive_head(stacked["visual"])
-            audio_embedding = self.contrastive_head(audio_picks)
+            audio_picks = torch.cat(
+                (audio_picks, self._candidate_audio_picks(contrastive_audio, valid_before)),
+                dim=2,
+            )
+        visual_embedding = self.contrastive_head(stacked["visual"])
+        audio_embedding = self.contrastive_head(audio_picks)
         centre = torch.full(
-            (batch, 1), self.num_classes // 2, dtype=torch.long, device=video.device
+            (batch, 1), self.num_classes // 2, dtype=torch.long, device=visual.device
         )
         hypotheses = centre if contrastive_hypotheses is None else torch.cat(
-            (centre, contrastive_hypotheses.to(video.device).long()), dim=1
+            (centre, contrastive_hypotheses.to(visual.device).long()), dim=1
         )
         return StreamOutput(
             logits=stacked["logits"].float(),
@@ -440,25 +422,3 @@ class ASSynchformer(StreamingModel):
             snapshot_logits=stacked["snapshot_logits"].float(),
             overlapping_windows=self.overlapping_windows,
         )
-
-    def _check_candidates(
-        self,
-        audio: torch.Tensor,
-        contrastive_audio: torch.Tensor,
-        hypotheses: torch.Tensor | None,
-    ) -> None:
-        batch, windows = audio.shape[:2]
-        if contrastive_audio.dim() != 6 or contrastive_audio.shape[:2] != (batch, windows) or (
-            contrastive_audio.shape[3:] != audio.shape[2:]
-        ):
-            raise ValueError(
-                f"contrastive_audio must be (B, W, N, S, n_mels, T) = ({batch}, {windows}, N, "
-                f"{', '.join(map(str, audio.shape[2:]))}), got {tuple(contrastive_audio.shape)}"
-            )
-        count = contrastive_audio.shape[2]
-        if hypotheses is None or tuple(hypotheses.shape) != (batch, count):
-            raise ValueError(
-                f"contrastive_hypotheses must be (B, N) = ({batch}, {count}): for each "
-                f"contrastive audio, the offset class under which it is in sync with the video "
-                f"(docs/MODELS.md); got {None if hypotheses is None else tuple(hypotheses.shape)}"
-            )

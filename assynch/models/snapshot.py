@@ -11,6 +11,8 @@ that StreamSync's latent token and AS-Synchformer's queries can ride along.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -19,6 +21,18 @@ from assynch.config import AssynchConfig, ConfigError, HeadConfig
 from assynch.models.encoders import AudioEncoder, VisualEncoder
 from assynch.models.layers import encoder_layer, init_vit_weights
 from assynch.models.losses import bounded_logit_scale, info_nce, logit_scale_parameter
+
+
+class SegmentFeatures(NamedTuple):
+    """What the two encoders give for some windows (leading dims L, e.g. (B, W) or (B,)):
+    visual (*L, S, 8, Dv) and audio (*L, S, 6, Da), before the projections.
+
+    With frozen encoders these are all a model needs from a window, so they can be computed once
+    and cached (`StreamingModel.forward_features` / `advance_features` take them).
+    """
+
+    visual: torch.Tensor
+    audio: torch.Tensor
 
 
 class SyncTransformer(nn.Module):
@@ -155,37 +169,86 @@ class SnapshotModel(nn.Module):
                 "video.crop, audio.n_mels)."
             )
 
-    def _encode(self, encoder: nn.Module, windows: torch.Tensor) -> torch.Tensor:
-        """(N, S, ...) windows -> (N, S, tokens, D), `encode_chunk_windows` windows per call.
+    def _encode(self, encoder: nn.Module, windows: torch.Tensor, leading: int) -> torch.Tensor:
+        """(*L, S, ...) windows with `leading` dims L -> (*L, S, tokens, D), `encode_chunk_windows`
+        windows per call.
 
         A frozen encoder runs under `no_grad` (it saves nothing for the backward pass). With
         activation checkpointing, chunks also bound the recomputation peak of the backward pass
         to one chunk's block.
         """
-        count, segments = windows.shape[:2]
+        outer = windows.shape[: leading + 1]
+        flat = windows.flatten(0, leading - 1) if leading > 1 else windows
+        count = flat.shape[0]
         step = self.encode_chunk_windows or count
         trainable = any(p.requires_grad for p in encoder.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
             parts = [
-                encoder(windows[start : start + step].flatten(0, 1))
+                encoder(flat[start : start + step].flatten(0, 1))
                 for start in range(0, count, step)
             ]
         features = torch.cat(parts) if len(parts) > 1 else parts[0]
-        return features.view(count, segments, *features.shape[1:])
+        return features.view(*outer, *features.shape[1:])
+
+    def encode_video(self, video: torch.Tensor, leading: int = 1) -> torch.Tensor:
+        """(*L, S, frames, 3, H, W) -> visual encoder features (*L, S, 8, Dv)."""
+        return self._encode(self.visual_encoder, video, leading)
+
+    def encode_audio(self, audio: torch.Tensor, leading: int = 1) -> torch.Tensor:
+        """(*L, S, n_mels, T) -> audio encoder features (*L, S, 6, Da)."""
+        return self._encode(self.audio_encoder, audio, leading)
+
+    def encode(
+        self, video: torch.Tensor, audio: torch.Tensor, leading: int = 1
+    ) -> SegmentFeatures:
+        """Windows with `leading` batch dims -> their encoder features (checked inputs)."""
+        self.check_inputs(video, audio, leading=leading)
+        return SegmentFeatures(
+            self.encode_video(video, leading), self.encode_audio(audio, leading)
+        )
+
+    def check_features(self, features: SegmentFeatures, leading: int) -> None:
+        """Raise a clear error unless `features` are this model's encoder outputs for windows
+        with `leading` batch dims (e.g. a feature cache written by another config)."""
+        visual, audio = features
+        expected = (
+            (self.segments, self.visual_encoder.steps, self.visual_proj.in_features),
+            (self.segments, self.audio_encoder.time_patches, self.audio_proj.in_features),
+        )
+        for name, value, tail in (("visual", visual, expected[0]), ("audio", audio, expected[1])):
+            if value.dim() != leading + 3 or tuple(value.shape[leading:]) != tail:
+                raise ValueError(
+                    f"{name} features must be (..., {', '.join(map(str, tail))}) with {leading} "
+                    f"leading dims (the encoder outputs of this config), got "
+                    f"{tuple(value.shape)}; were they made with another model config?"
+                )
+        if visual.shape[:leading] != audio.shape[:leading]:
+            raise ValueError(
+                f"visual and audio features disagree on the leading dims: "
+                f"{tuple(visual.shape[:leading])} vs {tuple(audio.shape[:leading])}"
+            )
+
+    def project_visual(self, visual: torch.Tensor) -> torch.Tensor:
+        """Visual encoder features (..., S, 8, Dv) -> dense sync tokens (..., S*8, D)."""
+        return self.visual_proj(visual.flatten(-3, -2))
+
+    def project_audio(self, audio: torch.Tensor) -> torch.Tensor:
+        """Audio encoder features (..., S, 6, Da) -> dense sync tokens (..., S*6, D)."""
+        return self.audio_proj(audio.flatten(-3, -2))
 
     def encode_segments(
         self, video: torch.Tensor, audio: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, S, ...) windows -> encoder features (N, S, 8, Dv) and (N, S, 6, Da)."""
-        return self._encode(self.visual_encoder, video), self._encode(self.audio_encoder, audio)
+        return self.encode_video(video), self.encode_audio(audio)
 
     def visual_dense_tokens(self, video: torch.Tensor) -> torch.Tensor:
         """(N, S, frames, 3, H, W) -> projected dense visual tokens (N, S*8, D)."""
-        return self.visual_proj(self._encode(self.visual_encoder, video).flatten(1, 2))
+        return self.project_visual(self.encode_video(video))
 
     def audio_dense_tokens(self, audio: torch.Tensor) -> torch.Tensor:
         """(N, S, n_mels, T) -> projected dense audio tokens (N, S*6, D)."""
-        return self.audio_proj(self._encode(self.audio_encoder, audio).flatten(1, 2))
+        return self.project_audio(self.encode_audio(audio))
 
     def dense_tokens(
         self, video: torch.Tensor, audio: torch.Tensor

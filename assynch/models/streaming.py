@@ -6,6 +6,9 @@ Every streaming model offers
     logits, state = model.step(Window(video, audio), state)   # one window: (B, S, ...)
     output = model(video, audio)                               # whole streams: (B, W, S, ...)
 
+and the same from encoder features (`encode`, `step_features`, `forward_features`), for runs
+that cache the features of frozen encoders and for `detect`.
+
 `output.logits[:, k]` is the prediction after window k and depends on windows 0..k only; `step`
 window by window gives the same logits as `forward`. The state has a fixed size, so the cost of a
 step does not grow with the number of windows seen.
@@ -22,7 +25,7 @@ import torch
 from torch import nn
 
 from assynch.config import AssynchConfig
-from assynch.models.snapshot import SnapshotModel
+from assynch.models.snapshot import SegmentFeatures, SnapshotModel
 
 StreamState = dict[str, torch.Tensor]
 
@@ -67,7 +70,18 @@ class StreamOutput:
 
 
 class StreamingModel(nn.Module, ABC):
-    """A snapshot model plus a bounded memory across windows."""
+    """A snapshot model plus a bounded memory across windows.
+
+    A window goes through two stages: the encoders (`encode`: raw frames and log-mel ->
+    `SegmentFeatures`) and the rest (`advance_features`: projections, sync transformer, memory).
+    `step` and `forward` run both; `step_features` / `forward_features` start from encoder
+    features, which is how a frozen-encoder run reuses cached features and how `detect` keeps
+    one window's features at a time. Each kind implements only `init_state`, `_advance` (one
+    window's dense tokens -> outputs and the new state) and `_forward_tokens` (whole streams).
+    """
+
+    #: whether `forward` uses `contrastive_audio` (the baselines ignore it and do not encode it)
+    uses_contrastive_audio = False
 
     def __init__(self, config: AssynchConfig) -> None:
         super().__init__()
@@ -84,15 +98,67 @@ class StreamingModel(nn.Module, ABC):
             return nullcontext()  # e.g. the meta device (FLOP counting)
         return torch.autocast(device_type=like.device.type, dtype=torch.bfloat16)
 
+    # -- what each kind implements -------------------------------------------------------------
+
     @abstractmethod
     def init_state(self, batch_size: int) -> StreamState:
         """The state before the first window."""
 
     @abstractmethod
-    def step(self, window: Window, state: StreamState) -> tuple[torch.Tensor, StreamState]:
-        """Consume one window (B, S, ...); return the logits (B, C) after it and the new state."""
+    def _advance(
+        self, visual: torch.Tensor, audio: torch.Tensor, state: StreamState
+    ) -> tuple[dict[str, torch.Tensor], StreamState]:
+        """One window's dense tokens (B, Nv, D), (B, Na, D) -> outputs ("logits" (B, C) and
+        kind-specific extras) and the new state."""
 
     @abstractmethod
+    def _forward_tokens(
+        self,
+        visual: torch.Tensor,
+        audio: torch.Tensor,
+        contrastive_audio: torch.Tensor | None,
+        contrastive_hypotheses: torch.Tensor | None,
+    ) -> StreamOutput:
+        """Whole streams' dense tokens (B, W, Nv, D), (B, W, Na, D) (and the contrastive
+        candidates' (B, W, N, Na, D) when the kind uses them) -> StreamOutput."""
+
+    # -- one window ----------------------------------------------------------------------------
+
+    def encode(self, window: Window) -> SegmentFeatures:
+        """One window (B, S, ...) -> its encoder features (B, S, tokens, D)."""
+        with self.autocast(window.video):
+            return self.snapshot.encode(window.video, window.audio, leading=1)
+
+    def advance_features(
+        self, features: SegmentFeatures, state: StreamState
+    ) -> tuple[dict[str, torch.Tensor], StreamState]:
+        """One window's encoder features -> every per-window output and the new state."""
+        self.snapshot.check_features(features, leading=1)
+        with self.autocast(features.visual):
+            visual = self.snapshot.project_visual(features.visual)
+            audio = self.snapshot.project_audio(features.audio)
+            return self._advance(visual, audio, state)
+
+    def step_features(
+        self, features: SegmentFeatures, state: StreamState
+    ) -> tuple[torch.Tensor, StreamState]:
+        """`step` from the window's encoder features."""
+        outputs, state = self.advance_features(features, state)
+        return outputs["logits"].float(), state
+
+    def step(self, window: Window, state: StreamState) -> tuple[torch.Tensor, StreamState]:
+        """Consume one window (B, S, ...); return the logits (B, C) after it and the new state."""
+        return self.step_features(self.encode(window), state)
+
+    def window_outputs(
+        self, window: Window, state: StreamState
+    ) -> tuple[dict[str, torch.Tensor], StreamState]:
+        """Like `step`, with every per-window output of the kind (AS-Synchformer: logits,
+        snapshot_logits, tokens, visual, audio: the streaming tokens and per-modality picks)."""
+        return self.advance_features(self.encode(window), state)
+
+    # -- whole streams -------------------------------------------------------------------------
+
     def forward(
         self,
         video: torch.Tensor,
@@ -106,26 +172,60 @@ class StreamingModel(nn.Module, ABC):
         offsets, with `contrastive_hypotheses` (B, N) the label under which each is in sync;
         used by AS-Synchformer's contrastive loss only (the baselines ignore it).
         """
+        use_candidates = contrastive_audio is not None and self.uses_contrastive_audio
+        if use_candidates:
+            self._check_candidates(audio, contrastive_audio, contrastive_hypotheses)
+        with self.autocast(video):
+            features = self.snapshot.encode(video, audio, leading=2)
+            candidates = (
+                self.snapshot.encode_audio(contrastive_audio, leading=3) if use_candidates else None
+            )
+        return self.forward_features(features, candidates, contrastive_hypotheses)
 
-    def _stream_dense_tokens(
-        self, video: torch.Tensor, audio: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, W, S, ...) -> dense tokens of every window (B, W, Nv, D), (B, W, Na, D).
+    def forward_features(
+        self,
+        features: SegmentFeatures,
+        contrastive_audio: torch.Tensor | None = None,
+        contrastive_hypotheses: torch.Tensor | None = None,
+    ) -> StreamOutput:
+        """`forward` from the streams' encoder features (B, W, S, tokens, D); the contrastive
+        candidates as audio encoder features (B, W, N, S, 6, Da)."""
+        self.snapshot.check_features(features, leading=2)
+        use_candidates = contrastive_audio is not None and self.uses_contrastive_audio
+        if use_candidates:
+            self._check_candidates(features.audio, contrastive_audio, contrastive_hypotheses)
+        with self.autocast(features.visual):
+            visual = self.snapshot.project_visual(features.visual)
+            audio = self.snapshot.project_audio(features.audio)
+            candidates = self.snapshot.project_audio(contrastive_audio) if use_candidates else None
+            return self._forward_tokens(
+                visual, audio, candidates, contrastive_hypotheses if use_candidates else None
+            )
 
-        Windows are encoded independently, so all of them go through the encoders at once.
-        """
-        self.snapshot.check_inputs(video, audio, leading=2)
-        batch, windows = video.shape[:2]
-        visual, audible = self.snapshot.dense_tokens(video.flatten(0, 1), audio.flatten(0, 1))
-        return (
-            visual.view(batch, windows, *visual.shape[1:]),
-            audible.view(batch, windows, *audible.shape[1:]),
-        )
-
-    def _window_dense_tokens(self, window: Window) -> tuple[torch.Tensor, torch.Tensor]:
-        video, audio = window
-        self.snapshot.check_inputs(video, audio, leading=1)
-        return self.snapshot.dense_tokens(video, audio)
+    @staticmethod
+    def _check_candidates(
+        audio: torch.Tensor,
+        contrastive_audio: torch.Tensor,
+        hypotheses: torch.Tensor | None,
+    ) -> None:
+        """Contrastive candidates must be the audio's shape with a candidate dim after (B, W)."""
+        batch, windows = audio.shape[:2]
+        tail = tuple(audio.shape[2:])
+        if contrastive_audio.dim() != audio.dim() + 1 or tuple(
+            contrastive_audio.shape[:2]
+        ) != (batch, windows) or tuple(contrastive_audio.shape[3:]) != tail:
+            raise ValueError(
+                f"contrastive_audio must be (B, W, N, ...) = ({batch}, {windows}, N, "
+                f"{', '.join(map(str, tail))}) like the audio with N candidates, got "
+                f"{tuple(contrastive_audio.shape)}"
+            )
+        count = contrastive_audio.shape[2]
+        if hypotheses is None or tuple(hypotheses.shape) != (batch, count):
+            raise ValueError(
+                f"contrastive_hypotheses must be (B, N) = ({batch}, {count}): for each "
+                f"contrastive audio, the offset class under which it is in sync with the video "
+                f"(docs/MODELS.md); got {None if hypotheses is None else tuple(hypotheses.shape)}"
+            )
 
 
 class SnapshotStream(StreamingModel):
@@ -134,23 +234,23 @@ class SnapshotStream(StreamingModel):
     def init_state(self, batch_size: int) -> StreamState:
         return {}
 
-    def step(self, window: Window, state: StreamState) -> tuple[torch.Tensor, StreamState]:
-        with self.autocast(window.video):
-            logits = self.snapshot(*window)
-        return logits.float(), state
+    def _window_logits(self, visual: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        return self.snapshot.sync.off_head(self.snapshot.sync(visual, audio)[:, 0])
 
-    def forward(
+    def _advance(
+        self, visual: torch.Tensor, audio: torch.Tensor, state: StreamState
+    ) -> tuple[dict[str, torch.Tensor], StreamState]:
+        return {"logits": self._window_logits(visual, audio).float()}, state
+
+    def _forward_tokens(
         self,
-        video: torch.Tensor,
+        visual: torch.Tensor,
         audio: torch.Tensor,
-        contrastive_audio: torch.Tensor | None = None,
-        contrastive_hypotheses: torch.Tensor | None = None,
+        contrastive_audio: torch.Tensor | None,
+        contrastive_hypotheses: torch.Tensor | None,
     ) -> StreamOutput:
-        with self.autocast(video):
-            visual, audible = self._stream_dense_tokens(video, audio)
-            batch, windows = visual.shape[:2]
-            hidden = self.snapshot.sync(visual.flatten(0, 1), audible.flatten(0, 1))
-            logits = self.snapshot.sync.off_head(hidden[:, 0])
+        batch, windows = visual.shape[:2]
+        logits = self._window_logits(visual.flatten(0, 1), audio.flatten(0, 1))
         return StreamOutput(logits=logits.float().view(batch, windows, -1))
 
 
@@ -181,20 +281,23 @@ class AveragedPredictionStream(SnapshotStream):
             "count": torch.zeros(batch_size, 1, device=device),
         }
 
-    def step(self, window: Window, state: StreamState) -> tuple[torch.Tensor, StreamState]:
-        logits, _ = super().step(window, state)
-        total = state["logit_sum"] + self._per_window(logits)
+    def _advance(
+        self, visual: torch.Tensor, audio: torch.Tensor, state: StreamState
+    ) -> tuple[dict[str, torch.Tensor], StreamState]:
+        window_logits = self._window_logits(visual, audio)
+        total = state["logit_sum"] + self._per_window(window_logits)
         count = state["count"] + 1
-        return self._as_logits(total / count), {"logit_sum": total, "count": count}
+        outputs = {"logits": self._as_logits(total / count), "window_logits": window_logits}
+        return outputs, {"logit_sum": total, "count": count}
 
-    def forward(
+    def _forward_tokens(
         self,
-        video: torch.Tensor,
+        visual: torch.Tensor,
         audio: torch.Tensor,
-        contrastive_audio: torch.Tensor | None = None,
-        contrastive_hypotheses: torch.Tensor | None = None,
+        contrastive_audio: torch.Tensor | None,
+        contrastive_hypotheses: torch.Tensor | None,
     ) -> StreamOutput:
-        window_logits = super().forward(video, audio).logits
+        window_logits = super()._forward_tokens(visual, audio, None, None).logits
         seen = torch.arange(1, window_logits.shape[1] + 1, device=window_logits.device)
         averaged = self._per_window(window_logits).cumsum(dim=1) / seen.view(1, -1, 1)
         return StreamOutput(logits=self._as_logits(averaged))
@@ -223,29 +326,22 @@ class StreamSync(StreamingModel):
 
     def _advance(
         self, visual: torch.Tensor, audio: torch.Tensor, state: StreamState
-    ) -> tuple[torch.Tensor, StreamState]:
+    ) -> tuple[dict[str, torch.Tensor], StreamState]:
         latent = state["latent"].unsqueeze(1) + self.latent_position
         hidden = self.snapshot.sync(visual, audio, extra=latent)
         logits = self.snapshot.sync.off_head(hidden[:, 0])
-        return logits, {"latent": self.latent_norm(hidden[:, 1])}
+        return {"logits": logits.float()}, {"latent": self.latent_norm(hidden[:, 1])}
 
-    def step(self, window: Window, state: StreamState) -> tuple[torch.Tensor, StreamState]:
-        with self.autocast(window.video):
-            logits, state = self._advance(*self._window_dense_tokens(window), state)
-        return logits.float(), state
-
-    def forward(
+    def _forward_tokens(
         self,
-        video: torch.Tensor,
+        visual: torch.Tensor,
         audio: torch.Tensor,
-        contrastive_audio: torch.Tensor | None = None,
-        contrastive_hypotheses: torch.Tensor | None = None,
+        contrastive_audio: torch.Tensor | None,
+        contrastive_hypotheses: torch.Tensor | None,
     ) -> StreamOutput:
-        with self.autocast(video):
-            visual, audible = self._stream_dense_tokens(video, audio)
-            state = self.init_state(visual.shape[0])
-            logits = []
-            for index in range(visual.shape[1]):
-                window_logits, state = self._advance(visual[:, index], audible[:, index], state)
-                logits.append(window_logits)
+        state = self.init_state(visual.shape[0])
+        logits = []
+        for index in range(visual.shape[1]):
+            outputs, state = self._advance(visual[:, index], audio[:, index], state)
+            logits.append(outputs["logits"])
         return StreamOutput(logits=torch.stack(logits, dim=1).float())

@@ -127,6 +127,39 @@ def test_tiny_shapes(run: StreamRun) -> None:
         assert output.visual_embedding is None and output.audio_embedding is None
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_cached_encoder_features_give_the_same_predictions(
+    kind: str, streams: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    """forward_features / step_features on encoder features made once (what a frozen-encoder
+    run caches) give exactly what forward / step give on the raw windows."""
+    video, audio = streams
+    model = built(kind).eval()
+    candidates = (
+        grid_candidates(tiny_config(), batch=2, windows=3) if kind == "as_synchformer" else ()
+    )
+    with torch.no_grad():
+        direct = model(video, audio, *candidates)
+        features = model.snapshot.encode(video, audio, leading=2)
+        cached_candidates = (
+            (model.snapshot.encode_audio(candidates[0], leading=3), candidates[1])
+            if candidates else ()
+        )
+        cached = model.forward_features(features, *cached_candidates)
+        state = model.init_state(2)
+        for index in range(video.shape[1]):
+            window = Window(video[:, index], audio[:, index])
+            stepped, _ = model.step(window, state)
+            from_features, state = model.step_features(model.encode(window), state)
+            torch.testing.assert_close(from_features, stepped)
+            torch.testing.assert_close(from_features, direct.logits[:, index], atol=1e-5, rtol=0)
+    torch.testing.assert_close(cached.logits, direct.logits)
+    if kind == "as_synchformer":
+        torch.testing.assert_close(cached.audio_embedding, direct.audio_embedding)
+    with pytest.raises(ValueError, match="features must be"):
+        model.forward_features(type(features)(features.visual[..., :-1], features.audio))
+
+
 def test_encoders_emit_the_designed_tokens_per_segment() -> None:
     config = tiny_config()
     snapshot = built("snapshot").snapshot
