@@ -94,10 +94,13 @@ def window_correlations(
     audio_margin_sec: float,
     context: Context = "margin",
     visual: VisualSignal = visual_change_energy,
+    shift_sec: float = 0.0,
 ) -> np.ndarray:
     """(W, C) correlation of visual change energy and audio onset strength per window and
     offset class, for one stored stream sample (frames from its start, mel with margin).
-    `visual` replaces the per-frame visual signal (for diagnostics; the peer is the default)."""
+    `visual` replaces the per-frame visual signal (for diagnostics; the peer is the default).
+    `shift_sec` shows the sample at another offset (offset - stored offset, within the margin),
+    the same re-cut a model's audio gets (`audio_segment_start_frames`)."""
     if context not in ("margin", "window"):
         raise ValueError(f"context must be 'margin' or 'window', got {context!r}")
     needed = sample_frames(time)
@@ -107,7 +110,9 @@ def window_correlations(
     per_frame = max(1, int(round(mel_rate / time.fps)))  # mel frames per video frame
     flux = audio_onset_strength(mel)
     cumulative = np.concatenate([[0.0], np.cumsum(flux)])
-    bases = audio_segment_start_frames(time, audio, audio_margin_sec=audio_margin_sec)[:, 0]
+    bases = audio_segment_start_frames(
+        time, audio, audio_margin_sec=audio_margin_sec, shift_sec=shift_sec
+    )[:, 0]
     hop = window_hop_frames(time)
     window_frames = time.window_frames
     window_mel = int(round(time.window_sec * mel_rate))

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time as wall_time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -371,14 +373,28 @@ def run_local(
     overwrite: bool = False,
     retry_errors: bool = False,
     isolate: bool = True,
+    workers: int = 1,
 ) -> PreprocessReport:
-    """The same job without Ray: videos one after another in this process (for small inputs,
-    tests and debugging)."""
-    worker = VideoWorker(config, threads=max(1, int(config.preprocess.cpus_per_worker)),
-                         isolate=isolate)
+    """The same job without Ray, in this process (for small inputs, tests, benchmarks and
+    debugging). `workers` > 1 runs that many videos at once from a thread pool, each thread
+    with its own `VideoWorker` (with `isolate`, its own child process, so decoding runs in
+    parallel whatever the GIL); results come back in task order."""
+    local = threading.local()
+    workers = max(1, workers)
 
-    def map_videos(tasks: list[VideoTask]) -> Iterable[VideoResult]:
-        return (run_video_task(worker, task, config) for task in tasks)
+    def video_worker() -> VideoWorker:
+        if not hasattr(local, "worker"):
+            local.worker = VideoWorker(
+                config, threads=max(1, int(config.preprocess.cpus_per_worker)), isolate=isolate
+            )
+        return local.worker
+
+    def map_videos(tasks: list[VideoTask]) -> Iterator[VideoResult]:
+        if workers == 1:
+            yield from (run_video_task(video_worker(), task, config) for task in tasks)
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="preprocess") as pool:
+            yield from pool.map(lambda task: run_video_task(video_worker(), task, config), tasks)
 
     def map_shards(plans: list[ShardPlan]) -> Iterable[tuple[ShardPlan, int]]:
         return ((plan, write_shard(plan, config)) for plan in plans)

@@ -1,0 +1,616 @@
+"""The quality benchmark: which system finds the offset, at two difficulty levels (issue 10).
+
+    .venv/bin/python benchmarks/quality.py --scale ci [--levels easy hard] [--seeds 0 1 2]
+        [--work DIR] [--json FILE] [--plots DIR] [--device cpu|cuda] [--workers N]
+        [--steps N] [--regime-steps N] [--regime-levels hard] [--stage1-steps N]
+
+Per level (docs/BENCHMARKS.md, "Quality"):
+1. **Data.** `assynch.synth` clips of the level, turned into shards by the real preprocessing
+   job (`run_local`, configs/quickstart.yaml's time base: 4 windows of 4.8 s per stream sample,
+   64 px frames) with a 4 s audio margin, so that every stream sample can be shown at every one
+   of the 21 offset classes. Train/val/test split by clip (the job's own hash split).
+2. **Encoders, once.** One set of encoder weights per level (seed `--encoder-seed`), optionally
+   trained by a shared stage 1 (Synchformer's segment-level contrastive pre-training, in-sync
+   audio, `--stage1-steps`), then frozen. Every sample's encoder features are computed once,
+   with its audio at all 21 offsets (`assynch.train.frozen_features`).
+3. **Systems, same budget.** Each learned system trains everything after the encoders for
+   `--steps` steps of `--batch-size` streams (a fresh uniform offset per stream and step), one
+   run per seed: the snapshot model (APA is the same run, its predictions averaged over the
+   windows seen), StreamSync, AS-Synchformer and its ablations (one streaming token; no
+   contrastive loss; no EMD loss). Learning curves: validation ACC@1 every `--eval-every`
+   steps.
+4. **Encoder regimes** (smaller budget, `--regime-levels`): from each seed's trained frozen
+   AS-Synchformer, `--regime-steps` more steps with the encoders frozen, partly trained (the
+   last blocks and pooling) or fully trained, on raw frames and log-mels.
+5. **Test.** Every test stream at every offset class (balanced over the 21 classes; each stream
+   counts once per class), as a stream: ACC@1, ACC@1+-1 and EMD (s) after the last window and
+   over the windows seen. The non-learned peer (onset cross-correlation) is scored on the very
+   same (stream, offset) pairs.
+
+Scales: `ci` (this file's defaults; sized for two CPU cores) and `full` (more clips and steps,
+for a GPU; point `--shards-root` at preprocessed Ego4D shards with a 4 s audio margin to skip the
+synthetic data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from assynch.config import AssynchConfig, load_config
+from assynch.eval.metrics import offset_metrics, streaming_metrics
+from assynch.eval.onset_baseline import DEFAULT_SCALE, streaming_logits, window_correlations
+from assynch.models import StreamingModel, build_model, total_loss
+from assynch.models.regimes import apply_encoder_regime
+from assynch.preprocess.job import run_local
+from assynch.preprocess.plan import preprocess_config_hash
+from assynch.samples.offsets import center_class, offset_grid_sec
+from assynch.shards.dataset import ShardDataset
+from assynch.synth.clips import SynthSpec, generate_clips
+from assynch.train.frozen_features import (
+    FeatureSet,
+    HeadTraining,
+    encode_split,
+    predict_all_offsets,
+    train_heads,
+)
+from assynch.train.inputs import StreamBatch, to_model_inputs
+
+log = logging.getLogger("quality")
+REPO = Path(__file__).resolve().parents[1]
+
+SCALES: dict[str, dict[str, Any]] = {
+    "ci": {"clips": 40, "seconds": 60.0, "samples_per_video": 4, "steps": 300,
+           "batch_size": 8, "eval_every": 50, "regime_steps": 20, "regime_batch": 4},
+    "full": {"clips": 200, "seconds": 120.0, "samples_per_video": 8, "steps": 5000,
+             "batch_size": 64, "eval_every": 250, "regime_steps": 1000, "regime_batch": 16},
+}
+# name -> (model kind, config overrides)
+SYSTEMS: dict[str, tuple[str, list[str]]] = {
+    "snapshot": ("snapshot", []),
+    "streamsync": ("streamsync", []),
+    "as_synchformer": ("as_synchformer", []),
+    "as_no_selection": ("as_synchformer", ["model.streaming_tokens=1"]),
+    "as_no_contrastive": ("as_synchformer", ["model.losses.contrastive=0"]),
+    "as_no_emd": ("as_synchformer", ["model.losses.emd=0"]),
+}
+ROW_ORDER = [
+    "onset_peer", "snapshot", "apa", "streamsync", "as_synchformer",
+    "as_no_selection", "as_no_contrastive", "as_no_emd",
+]
+REGIMES = ("frozen", "partial", "full")
+METRICS = ("acc1", "acc1_pm1", "emd_sec")
+VAL_CLASSES = list(range(0, 21, 2))
+# Every system: frozen encoders; AS-Synchformer's history ring holds the 4 windows of a stream
+# sample (a longer ring would only hold masked, empty slots here, at a cost).
+MODEL_OVERRIDES = ["model.encoder_regime=frozen", "model.history_windows=4"]
+
+
+def level_config(args: argparse.Namespace, level: str, *extra: str) -> AssynchConfig:
+    work = Path(args.work) / level
+    overrides = [
+        f"preprocess.input={work / 'clips'}",
+        f"preprocess.samples_per_video={args.samples_per_video}",
+        "preprocess.audio_margin_sec=4.0",
+        f"preprocess.splits.train={args.splits[0]}",
+        f"preprocess.splits.val={args.splits[1]}",
+        f"preprocess.splits.test={args.splits[2]}",
+        f"preprocess.num_workers={args.workers}",
+        "model.encoder_regime=frozen",
+        *extra,
+    ]
+    config = load_config(args.config, overrides)
+    shards = args.shards_root or str(work / f"shards-{preprocess_config_hash(config)[:12]}")
+    return load_config(args.config, [*overrides, f"preprocess.output={shards}"])
+
+
+def make_data(args: argparse.Namespace, level: str) -> tuple[AssynchConfig, dict[str, float]]:
+    config = level_config(args, level)
+    walls: dict[str, float] = {}
+    if args.shards_root is None:
+        started = time.perf_counter()
+        generate_clips(
+            config.preprocess.input, count=args.clips, duration_sec=args.seconds,
+            seed=args.data_seed, spec=SynthSpec(difficulty=level), workers=args.workers,
+        )
+        walls["generate"] = time.perf_counter() - started
+        started = time.perf_counter()
+        report = run_local(config, workers=args.workers)
+        walls["preprocess"] = time.perf_counter() - started
+        log.info("%s: shards %s: %d samples, %d errors", level, config.preprocess.output,
+                 report.manifest["samples"], report.manifest["errors"])
+    return config, walls
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoders: one set per level, optionally a shared stage 1
+
+
+def load_rows(shards: str, split: str, config: AssynchConfig) -> StreamBatch:
+    columns = ["sample_id", "offset_sec", "offset_class", "audio_margin_sec", "frames", "mel"]
+    parts = list(ShardDataset(shards, split, batch_size=64, columns=columns))
+    merged = {
+        name: (sum((list(p[name]) for p in parts), []) if name == "sample_id"
+               else torch.cat([torch.as_tensor(p[name]) for p in parts]))
+        for name in columns
+    }
+    return StreamBatch.from_columns(merged)
+
+
+def subset(batch: StreamBatch, index: torch.Tensor) -> StreamBatch:
+    return StreamBatch(
+        [batch.sample_id[int(i)] for i in index], batch.frames[index], batch.mel[index],
+        batch.offset_sec[index], batch.offset_class[index], batch.audio_margin_sec[index],
+    )
+
+
+def shared_encoders(
+    config: AssynchConfig, rows: StreamBatch | None, args: argparse.Namespace, device: str
+) -> tuple[StreamingModel, list[float]]:
+    """The level's encoders: random (seeded) or after `--stage1-steps` of segment-level
+    contrastive pre-training on in-sync train windows."""
+    torch.manual_seed(args.encoder_seed)
+    model = build_model(load_config(args.config, ["model.kind=snapshot"])).to(device)
+    losses: list[float] = []
+    if args.stage1_steps and rows is not None:
+        snapshot = model.snapshot
+        apply_encoder_regime(model, "full")
+        parameters = [p for p in snapshot.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(parameters, lr=args.stage1_lr, weight_decay=0.05)
+        generator = torch.Generator().manual_seed(args.encoder_seed)
+        centre = torch.full((args.stage1_batch,), center_class(config.time))
+        snapshot.segment_logit_scale.requires_grad_(True)
+        model.train()
+        for _ in range(args.stage1_steps):
+            index = torch.randint(len(rows), (args.stage1_batch,), generator=generator)
+            inputs = to_model_inputs(subset(rows, index), config, device=device,
+                                     offset_class=centre)
+            loss = snapshot.segment_contrastive_loss(
+                inputs.video.flatten(0, 1), inputs.audio.flatten(0, 1)
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+    apply_encoder_regime(model, "frozen")
+    return model.eval(), losses
+
+
+def with_encoders(model: StreamingModel, encoders: StreamingModel) -> StreamingModel:
+    """`model` with the level's shared encoders (the cached features belong to them)."""
+    model.snapshot.visual_encoder.load_state_dict(encoders.snapshot.visual_encoder.state_dict())
+    model.snapshot.audio_encoder.load_state_dict(encoders.snapshot.audio_encoder.state_dict())
+    return model
+
+
+def to_device(features: FeatureSet, device: str) -> FeatureSet:
+    return FeatureSet(
+        features.visual.to(device), features.audio.to(device),
+        features.stored_class, features.sample_ids, features.video_uids, features.encode_sec,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+
+
+@dataclass
+class Scored:
+    final: dict[str, float]  # after the last window
+    streaming: dict[int, dict[str, float]]  # windows seen -> metrics
+
+
+def score(probs: torch.Tensor, targets: torch.Tensor) -> Scored:
+    probs, targets = probs.float().cpu(), targets.cpu()
+    return Scored(offset_metrics(probs[:, -1], targets), streaming_metrics(probs, targets))
+
+
+def apa_probs(window_probs: torch.Tensor) -> torch.Tensor:
+    """The snapshot's per-window probabilities averaged over the windows seen (APA with
+    `model.apa_average: probabilities`, as AveragedPredictionStream computes it)."""
+    seen = torch.arange(1, window_probs.shape[1] + 1, device=window_probs.device)
+    return window_probs.cumsum(dim=1) / seen.view(1, -1, 1)
+
+
+def onset_peer(config: AssynchConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The non-learned peer on every (test stream, offset class) pair, like the models."""
+    grid = offset_grid_sec(config.time)
+    rows = load_rows(config.preprocess.output, split, config)
+    probs, targets = [], []
+    for index in range(len(rows)):
+        frames = rows.frames[index].numpy()
+        mel = rows.mel[index].numpy()
+        stored = float(rows.offset_sec[index])
+        for offset_class, offset in enumerate(grid):
+            correlations = window_correlations(
+                frames, mel, time=config.time, audio=config.audio,
+                audio_margin_sec=float(rows.audio_margin_sec[index]),
+                shift_sec=float(offset) - stored,
+            )
+            logits = torch.as_tensor(streaming_logits(correlations, DEFAULT_SCALE))
+            probs.append(logits.float().softmax(dim=-1))
+            targets.append(offset_class)
+    return torch.stack(probs), torch.tensor(targets)
+
+
+# ---------------------------------------------------------------------------------------------
+# One level
+
+
+def train_system(
+    name: str,
+    seed: int,
+    args: argparse.Namespace,
+    encoders: StreamingModel,
+    train: FeatureSet,
+    val: FeatureSet,
+    device: str,
+) -> tuple[StreamingModel, AssynchConfig, dict[str, Any]]:
+    kind, overrides = SYSTEMS[name]
+    config = load_config(args.config, [f"model.kind={kind}", *MODEL_OVERRIDES, *overrides])
+    torch.manual_seed(1000 + seed)
+    model = with_encoders(build_model(config), encoders).to(device)
+    def evaluate(trained: StreamingModel) -> dict[str, float]:
+        # Every other offset class (the centre included): the learning curve's points cost
+        # half as much, and the classes stay spread over the whole range.
+        predictions = predict_all_offsets(trained, val, classes=VAL_CLASSES)
+        return offset_metrics(predictions.probs[:, -1].cpu(), predictions.targets)
+
+    settings = HeadTraining(
+        steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        warmup_steps=max(1, args.steps // 20), eval_every=args.eval_every, seed=seed,
+        contrastive_candidates=args.contrastive_candidates,
+    )
+    curve = train_heads(model, train, config, settings, evaluate)
+    return model, config, {
+        "steps": curve.steps, "train_loss": curve.train_loss,
+        "val": curve.eval_metrics, "train_sec": curve.wall_sec,
+    }
+
+
+def regime_runs(
+    start: StreamingModel,
+    config: AssynchConfig,
+    shards: str,
+    seed: int,
+    rows: StreamBatch,
+    test: FeatureSet,
+    args: argparse.Namespace,
+    device: str,
+) -> dict[str, dict[str, Any]]:
+    """From a trained frozen AS-Synchformer: the same extra steps in each encoder regime, on raw
+    frames and log-mels (the encoders run, and learn when the regime allows), then the test."""
+    results = {}
+    for regime in REGIMES:
+        model = build_model(config).to(device)
+        model.load_state_dict(start.state_dict())
+        apply_encoder_regime(model, regime, config.model.trainable_encoder_blocks)
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate * 0.3,
+                                      weight_decay=0.05)
+        generator = torch.Generator().manual_seed(seed)
+        started = time.perf_counter()
+        losses = []
+        for _ in range(args.regime_steps):
+            model.train()
+            index = torch.randint(len(rows), (args.regime_batch,), generator=generator)
+            labels = torch.randint(config.time.num_offset_classes, (args.regime_batch,),
+                                   generator=generator)
+            inputs = to_model_inputs(subset(rows, index), config, device=device,
+                                     offset_class=labels)
+            output = model(inputs.video, inputs.audio)
+            loss = total_loss(output, inputs.offset_class, config.model.losses)["total"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        wall = time.perf_counter() - started
+        model.eval()
+        # The test on features of the *updated* encoders would need a re-encode; the encoders
+        # changed only in partial/full, so those are re-encoded from the raw test rows.
+        if regime == "frozen":
+            predictions = predict_all_offsets(model, test)
+            probs, targets = predictions.probs, predictions.targets
+        else:
+            fresh = encode_split(model, shards, "test", config)
+            predictions = predict_all_offsets(model, to_device(fresh, device))
+            probs, targets = predictions.probs, predictions.targets
+        scored = score(probs, targets)
+        results[regime] = {"final": scored.final, "train_loss": losses, "train_sec": wall}
+    return results
+
+
+def run_level(level: str, args: argparse.Namespace, device: str) -> dict[str, Any]:
+    config, walls = make_data(args, level)
+    shards = config.preprocess.output
+    needs_rows = bool(args.stage1_steps) or level in args.regime_levels
+    rows = load_rows(shards, "train", config) if needs_rows else None
+    started = time.perf_counter()
+    encoders, stage1_losses = shared_encoders(config, rows, args, device)
+    walls["stage1"] = time.perf_counter() - started
+    started = time.perf_counter()
+    features = {
+        split: to_device(encode_split(encoders, shards, split, config), device)
+        for split in ("train", "val", "test")
+    }
+    walls["encode"] = time.perf_counter() - started
+    counts = {split: {"samples": len(f), "clips": len(set(f.video_uids))}
+              for split, f in features.items()}
+    log.info("%s: %s", level, counts)
+
+    started = time.perf_counter()
+    peer_probs, peer_targets = onset_peer(config, "test")
+    walls["peer"] = time.perf_counter() - started
+    systems: dict[str, Any] = {"onset_peer": {"seeds": [asdict(score(peer_probs, peer_targets))]}}
+    regimes: dict[str, list[dict[str, Any]]] = {regime: [] for regime in REGIMES}
+    started = time.perf_counter()
+    for name in args.systems:
+        for seed in args.seeds:
+            model, system_config, history = train_system(
+                name, seed, args, encoders, features["train"], features["val"], device
+            )
+            predictions = predict_all_offsets(model, features["test"])
+            result = {**asdict(score(predictions.probs, predictions.targets)), **history,
+                      "seed": seed}
+            systems.setdefault(name, {"seeds": []})["seeds"].append(result)
+            log.info("%s %s seed %d: test %s (train %.0f s)", level, name, seed,
+                     {k: round(v, 3) for k, v in result["final"].items()}, history["train_sec"])
+            if name == "snapshot":
+                apa = score(apa_probs(predictions.probs), predictions.targets)
+                systems.setdefault("apa", {"seeds": []})["seeds"].append(
+                    {**asdict(apa), **history, "seed": seed}
+                )
+            if name == "as_synchformer" and level in args.regime_levels and rows is not None:
+                for regime, outcome in regime_runs(
+                    model, system_config, shards, seed, rows, features["test"], args, device
+                ).items():
+                    regimes[regime].append({**outcome, "seed": seed})
+    walls["systems"] = time.perf_counter() - started
+    return {
+        "level": level, "counts": counts, "wall_sec": walls, "stage1_losses": stage1_losses,
+        "systems": systems, "regimes": {k: v for k, v in regimes.items() if v},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    array = np.asarray(values, dtype=float)
+    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else 0.0
+
+
+def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name in ROW_ORDER:
+        if name not in result["systems"]:
+            continue
+        seeds = result["systems"][name]["seeds"]
+        row: dict[str, Any] = {"system": name, "seeds": len(seeds)}
+        for metric in METRICS:
+            row[metric] = mean_std([s["final"][metric] for s in seeds])
+        steps_to_leave = [leaves_chance(s) for s in seeds if "val" in s]
+        row["leaves_chance_step"] = steps_to_leave
+        rows.append(row)
+    return rows
+
+
+def leaves_chance(seed_result: dict[str, Any], margin: float = 2.0) -> int | None:
+    """The first evaluation step whose validation ACC@1 exceeds `margin` x chance (1/21)."""
+    for step, metrics in zip(seed_result["steps"], seed_result["val"], strict=True):
+        if metrics["acc1"] > margin / 21:
+            return step
+    return None
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    lines = []
+    for result in results:
+        counts = result["counts"]
+        lines.append(
+            f"\n**{result['level']}** (train/val/test streams: "
+            f"{counts['train']['samples']}/{counts['val']['samples']}/"
+            f"{counts['test']['samples']}, clips {counts['train']['clips']}/"
+            f"{counts['val']['clips']}/{counts['test']['clips']}; test = every test stream at "
+            f"each of the 21 offsets)\n"
+        )
+        lines.append("| system | seeds | ACC@1 | ACC@1±1 | EMD (s) | "
+                     "val ACC@1 > 2x chance from step |")
+        lines.append("| --- | --- | --- | --- | --- | --- |")
+        for row in summary_rows(result):
+            cells = [f"{row[m][0]:.3f} ± {row[m][1]:.3f}" for m in METRICS]
+            leaves = ", ".join("-" if s is None else str(s) for s in row["leaves_chance_step"])
+            lines.append(f"| {row['system']} | {row['seeds']} | {' | '.join(cells)} | "
+                         f"{leaves or 'n/a'} |")
+        if result["regimes"]:
+            lines.append("\nEncoder regimes (from each seed's frozen AS-Synchformer, the same "
+                         "extra steps on raw inputs):\n")
+            lines.append("| regime | seeds | ACC@1 | ACC@1±1 | EMD (s) | train s per run |")
+            lines.append("| --- | --- | --- | --- | --- | --- |")
+            for regime, runs in result["regimes"].items():
+                cells = [
+                    "{:.3f} ± {:.3f}".format(*mean_std([r["final"][m] for r in runs]))
+                    for m in METRICS
+                ]
+                wall = np.mean([r["train_sec"] for r in runs])
+                lines.append(f"| {regime} | {len(runs)} | {' | '.join(cells)} | {wall:.0f} |")
+    return "\n".join(lines)
+
+
+def targets_check(results: list[dict[str, Any]]) -> list[str]:
+    """The issue's ci targets, each with its verdict."""
+    verdicts = []
+    chance = 1 / 21
+    for result in results:
+        rows = {row["system"]: row for row in summary_rows(result)}
+        peer = rows["onset_peer"]["acc1"][0]
+        for name, row in rows.items():
+            if name == "onset_peer":
+                continue
+            mean, std = row["acc1"]
+            above_chance = mean - 2 * std > chance
+            text = f"{result['level']}: {name} ACC@1 {mean:.3f} ± {std:.3f} vs chance {chance:.3f}"
+            verdicts.append(f"{'PASS' if above_chance else 'FAIL'} {text}")
+            if result["level"] == "hard":
+                above_peer = mean - 2 * std > peer
+                verdicts.append(f"{'PASS' if above_peer else 'FAIL'} hard: {name} above the "
+                                f"peer ({peer:.3f})")
+        if result["level"] == "hard" and {"as_synchformer", "apa"} <= rows.keys():
+            ours, apa = rows["as_synchformer"], rows["apa"]
+            gain = ours["acc1"][0] - apa["acc1"][0]
+            spread = ours["acc1"][1] + apa["acc1"][1]
+            emd_drop = 1 - ours["emd_sec"][0] / apa["emd_sec"][0]
+            ok = gain >= 0.03 and gain > spread and emd_drop >= 0.15
+            verdicts.append(
+                f"{'PASS' if ok else 'FAIL'} hard: AS-Synchformer - APA = {100 * gain:+.1f} ACC@1 "
+                f"points (seeds' spread {100 * spread:.1f}), EMD {100 * emd_drop:+.1f}% lower "
+                f"(target >= +3 points outside the spread, >= 15% lower EMD)"
+            )
+    return verdicts
+
+
+def plot(results: list[dict[str, Any]], out: Path) -> list[Path]:
+    from assynch.eval.plots import agg_figure, save_figure
+
+    paths = []
+    for result in results:
+        figure = agg_figure(12, 4.5)
+        learning, streaming = figure.subplots(1, 2, squeeze=True)
+        for name in ROW_ORDER:
+            system = result["systems"].get(name)
+            if system is None:
+                continue
+            seeds = system["seeds"]
+            if "val" in seeds[0] and name != "apa":
+                steps = seeds[0]["steps"]
+                values = np.mean([[m["acc1"] for m in s["val"]] for s in seeds], axis=0)
+                learning.plot(steps, values, marker="o", markersize=3, label=name)
+            counts = sorted(int(k) for k in seeds[0]["streaming"])
+            values = np.mean(
+                [[s["streaming"][k]["acc1"] for k in counts] for s in seeds], axis=0
+            )
+            streaming.plot(counts, values, marker="o", markersize=3, label=name)
+        for axes, xlabel in ((learning, "training step"), (streaming, "windows seen")):
+            axes.axhline(1 / 21, color="grey", linestyle=":", linewidth=1, label="chance")
+            axes.set_xlabel(xlabel)
+            axes.set_ylabel("ACC@1")
+            axes.grid(True, alpha=0.3)
+            axes.legend(fontsize=7)
+        learning.set_title("validation ACC@1 while training (mean over seeds)")
+        streaming.set_title("test ACC@1 against windows seen")
+        figure.suptitle(f"quality benchmark, {result['level']}")
+        paths.append(save_figure(figure, out / f"quality_{result['level']}.png"))
+    return paths
+
+
+def json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="ci")
+    parser.add_argument("--levels", nargs="+", default=["easy", "hard"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
+    parser.add_argument("--config", default=str(REPO / "configs" / "quickstart.yaml"))
+    parser.add_argument("--work", default=None, help="data folder (default: a temp folder)")
+    parser.add_argument("--shards-root", default=None,
+                        help="existing shards (4 s audio margin) instead of synthetic clips")
+    parser.add_argument("--clips", type=int)
+    parser.add_argument("--seconds", type=float)
+    parser.add_argument("--samples-per-video", type=int)
+    parser.add_argument("--splits", nargs=3, type=float, default=[0.5, 0.2, 0.3],
+                        metavar=("TRAIN", "VAL", "TEST"))
+    parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--encoder-seed", type=int, default=1234)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--eval-every", type=int)
+    parser.add_argument("--contrastive-candidates", type=int, default=3)
+    parser.add_argument("--regime-steps", type=int)
+    parser.add_argument("--regime-batch", type=int)
+    parser.add_argument("--regime-levels", nargs="*", default=["hard"])
+    parser.add_argument("--stage1-steps", type=int, default=0)
+    parser.add_argument("--stage1-batch", type=int, default=4)
+    parser.add_argument("--stage1-lr", type=float, default=3e-4)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--plots", default=None)
+    args = parser.parse_args(argv)
+    for key, value in SCALES[args.scale].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("assynch", "ray", "numba", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.work is None:
+        args.work = tempfile.mkdtemp(prefix="assynch-quality-")
+    started = time.perf_counter()
+    results = []
+    for level in args.levels:
+        results.append(run_level(level, args, args.device))
+        if args.json:  # after each level, so a long run leaves what it finished
+            Path(args.json).write_text(json.dumps(json_ready(
+                {"settings": vars(args), "results": results, "complete": False}
+            ), indent=1))
+    wall = time.perf_counter() - started
+    table = markdown(results)
+    verdicts = targets_check(results)
+    print(table)
+    print()
+    print("\n".join(verdicts))
+    print(f"\nwall {wall:.0f} s ({wall / 60:.1f} min) on {platform.processor() or 'cpu'}, "
+          f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, device "
+          f"{args.device}; per level: "
+          + "; ".join(f"{r['level']} " + ", ".join(f"{k} {v:.0f} s"
+                                                   for k, v in r["wall_sec"].items())
+                      for r in results))
+    if args.plots:
+        out = Path(args.plots)
+        out.mkdir(parents=True, exist_ok=True)
+        for path in plot(results, out):
+            print(f"plot: {path}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(json_ready(
+            {"settings": vars(args), "wall_sec": wall, "results": results, "targets": verdicts,
+             "table": table, "complete": True}
+        ), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
