@@ -293,6 +293,11 @@ class TrainConfig(_Section):
     resample_offsets: bool = Field(
         True, description="draw a fresh offset per sample and epoch within the stored margin"
     )
+    contrastive_cuts: int = Field(
+        4, ge=0,
+        description="AS-Synchformer: audio candidates per stream for the contrastive loss, re-cut "
+        "from the stored margin at other offsets (0: only streams labelled 0 s contribute)",
+    )
     shuffle_buffer: int = Field(16, ge=0, description="rows in each worker's shuffle buffer")
     select_metric: Literal["acc1", "acc1_pm1", "emd_sec", "loss"] = Field(
         "acc1", description="validation metric (after the last window) that ranks checkpoints"

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from assynch.config import AssynchConfig
 from assynch.media.features import segment_mels
+from assynch.models.contrastive import contrastive_offset_classes
 from assynch.samples.model_inputs import audio_segment_start_frames, batch_video_segments
 from assynch.samples.offsets import offset_grid_sec
 from assynch.samples.plan import segment_samples
@@ -121,6 +122,8 @@ class ModelInputs:
     video: Tensor  # (B, W, S, F, 3, H, W) float, normalised
     audio: Tensor  # (B, W, S, M, segment frames)
     offset_class: Tensor  # (B,) the label the inputs show
+    contrastive_audio: Tensor | None = None  # (B, W, N, S, M, segment frames)
+    contrastive_hypotheses: Tensor | None = None  # (B, N): the label under which each is in sync
 
 
 def to_model_inputs(
@@ -129,8 +132,15 @@ def to_model_inputs(
     *,
     device: torch.device | str = "cpu",
     offset_class: Tensor | None = None,
+    contrastive_cuts: int = 0,
+    generator: torch.Generator | None = None,
 ) -> ModelInputs:
-    """The inputs of a step: the stored offsets, or `offset_class` (B,) re-cut from the margin."""
+    """The inputs of a step: the stored offsets, or `offset_class` (B,) re-cut from the margin.
+
+    With `contrastive_cuts` N > 0 also the contrastive loss's audio candidates: each stream's
+    audio re-cut at N other offsets of the grid (`contrastive_offset_classes`: the in-sync cut
+    first unless the label is 0 s, the rest drawn with `generator`), all inside the stored margin.
+    """
     grid = offset_grid_sec(config.time)
     labels = batch.offset_class if offset_class is None else offset_class
     audio = torch.cat([
@@ -144,8 +154,28 @@ def to_model_inputs(
         for index in range(len(batch))
     ])
     frames = batch.frames.to(device, non_blocking=True)
-    return ModelInputs(
+    inputs = ModelInputs(
         video=batch_video_segments(frames, config.time, config.video),
         audio=audio.to(device, non_blocking=True),
         offset_class=labels.to(device),
     )
+    if contrastive_cuts > 0:
+        step = config.time.offset_step_sec
+        margins = {round(float(m) / step) for m in batch.audio_margin_sec}
+        cuts, hypotheses = contrastive_offset_classes(
+            labels, contrastive_cuts, config.time.num_offset_classes, generator,
+            stored_classes=batch.offset_class, margin_classes=min(margins),
+        )
+        candidates = torch.stack([
+            audio_at_offsets(
+                batch.mel[index].float(),
+                stored_offset_sec=float(batch.offset_sec[index]),
+                audio_margin_sec=float(batch.audio_margin_sec[index]),
+                offsets_sec=[float(grid[int(c)]) for c in cuts[index]],
+                config=config,
+            ).transpose(0, 1)  # (N, W, ...) -> (W, N, ...)
+            for index in range(len(batch))
+        ])
+        inputs.contrastive_audio = candidates.to(device, non_blocking=True)
+        inputs.contrastive_hypotheses = hypotheses.to(device)
+    return inputs

@@ -45,7 +45,12 @@ from assynch.train.checkpoint import (
 )
 from assynch.train.env import WorkerEnv
 from assynch.train.inputs import StreamBatch, draw_offset_classes, to_model_inputs
-from assynch.train.objective import TrainingObjective, count_trainable, needs_find_unused_parameters
+from assynch.train.objective import (
+    TrainingObjective,
+    contrastive_cuts,
+    count_trainable,
+    needs_find_unused_parameters,
+)
 from assynch.train.optim import build_optimizer, build_scheduler
 from assynch.train.tracking import Tracker, open_tracker
 
@@ -128,6 +133,7 @@ def train_epoch(
                               enabled=train.precision == "bf16")
     max_micro = (train.max_steps_per_epoch * train.grad_accum_steps
                  if train.max_steps_per_epoch else None)
+    cuts = contrastive_cuts(config)
     batches: Iterator[Any] = iter(env.train_batches(epoch))
     previous: StreamBatch | None = None
     seen: list[str] = []
@@ -158,14 +164,18 @@ def train_epoch(
             seen.extend(batch.sample_id)
         labels = (draw_offset_classes(batch, config, epoch=epoch, seed=train.seed)
                   if train.resample_offsets and train.objective == "offsets" else None)
-        inputs = to_model_inputs(batch, config, device=device, offset_class=labels)
+        generator = torch.Generator().manual_seed(  # contrastive cuts: per seed/epoch/rank/step
+            hash((train.seed, epoch, env.rank, micro)) & 0x7FFF_FFFF_FFFF)
+        inputs = to_model_inputs(batch, config, device=device, offset_class=labels,
+                                 contrastive_cuts=cuts, generator=generator)
         weight = local * env.world_size / global_samples
         micro += 1
         is_step = micro % train.grad_accum_steps == 0
         sync = contextlib.nullcontext() if is_step or not hasattr(ddp, "no_sync") else ddp.no_sync()
         with sync:
             with autocast:
-                losses = ddp(inputs.video, inputs.audio, inputs.offset_class)
+                losses = ddp(inputs.video, inputs.audio, inputs.offset_class,
+                             inputs.contrastive_audio, inputs.contrastive_hypotheses)
             (losses["total"] * weight / train.grad_accum_steps).backward()
         for name, value in losses.items():
             if name != "logits":

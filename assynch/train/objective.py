@@ -22,25 +22,41 @@ class TrainingObjective(nn.Module):
         self.model = model
         self.config = config
 
-    def forward(self, video: Tensor, audio: Tensor, offset_class: Tensor) -> dict[str, Tensor]:
-        return compute_losses(self.model, video, audio, offset_class, self.config)
+    def forward(
+        self, video: Tensor, audio: Tensor, offset_class: Tensor,
+        contrastive_audio: Tensor | None = None, contrastive_hypotheses: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        return compute_losses(self.model, video, audio, offset_class, self.config,
+                              contrastive_audio, contrastive_hypotheses)
+
+
+def contrastive_cuts(config: AssynchConfig) -> int:
+    """Audio candidates per stream the training step cuts for the contrastive loss (only
+    AS-Synchformer with a contrastive weight uses them)."""
+    if (config.train.objective != "offsets" or config.model.kind != "as_synchformer"
+            or config.model.losses.contrastive == 0):
+        return 0
+    return config.train.contrastive_cuts
 
 
 def compute_losses(
     model: StreamingModel, video: Tensor, audio: Tensor, offset_class: Tensor,
-    config: AssynchConfig,
+    config: AssynchConfig, contrastive_audio: Tensor | None = None,
+    contrastive_hypotheses: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """The loss terms of one batch for `train.objective` (each term separately, plus "total").
 
     offsets: CE + squared EMD + the streaming contrastive term (`total_loss`, weighted by
-    model.losses); the per-window logits come back under "logits" for the metrics.
+    model.losses; its negatives are `contrastive_audio`, the same windows' audio re-cut at other
+    offsets, and the other windows of the batch); the per-window logits come back under
+    "logits" for the metrics.
     segment_contrastive: Synchformer's stage 1 on every window's segments (no offset logits).
     """
     if config.train.objective == "segment_contrastive":
         windows = video.flatten(0, 1), audio.flatten(0, 1)  # (B*W, S, ...)
         loss = model.snapshot.segment_contrastive_loss(*windows)
         return {"segment_contrastive": loss, "total": loss}
-    output = model(video, audio)
+    output = model(video, audio, contrastive_audio, contrastive_hypotheses)
     losses = total_loss(output, offset_class, config.model.losses)
     return {**losses, "logits": output.logits}
 

@@ -134,6 +134,51 @@ def test_audio_at_offsets_matches_the_training_inputs(train_shards: dict[str, An
                          offsets_sec=[2.0], config=config)
 
 
+def test_contrastive_candidates_are_recuts_of_the_stored_audio_and_reach_the_loss(
+    train_shards: dict[str, Any],
+) -> None:
+    """AS-Synchformer's contrastive negatives in training: each stream's audio re-cut at other
+    offsets of the grid (the in-sync cut among them), passed through the model into the loss."""
+    from assynch.models import build_model
+    from assynch.train.objective import compute_losses, contrastive_cuts
+
+    config = train_config(train_shards["shards"], "unused", "train.contrastive_cuts=3")
+    assert contrastive_cuts(config) == 3
+    data = ShardDataset(train_shards["shards"], "train", batch_size=2, columns=list(BATCH_COLUMNS))
+    batch = StreamBatch.from_columns(next(iter(data)))
+    classes = draw_offset_classes(batch, config, epoch=0, seed=1)
+    inputs = to_model_inputs(batch, config, offset_class=classes, contrastive_cuts=3,
+                             generator=torch.Generator().manual_seed(0))
+    assert inputs.contrastive_audio is not None and inputs.contrastive_hypotheses is not None
+    windows, segments = config.time.windows_per_sample, config.time.segments_per_window
+    assert inputs.contrastive_audio.shape == (2, windows, 3, segments, 128, 66)
+    centre = config.time.num_offset_classes // 2
+    for index in range(2):
+        stored = float(batch.offset_sec[index])
+        label = int(classes[index])
+        for candidate in range(3):
+            hypothesis = int(inputs.contrastive_hypotheses[index, candidate])
+            assert hypothesis != centre  # a cut at the label's own offset is the input itself
+            # a candidate in sync under hypothesis h was cut at offset (label - h) classes
+            offset = class_to_offset_sec(label - hypothesis + centre, config.time)
+            expected = audio_at_offsets(batch.mel[index], stored_offset_sec=stored,
+                                        audio_margin_sec=2.0, offsets_sec=[offset],
+                                        config=config)[0]
+            assert torch.equal(inputs.contrastive_audio[index, :, candidate], expected)
+        if label != centre:  # the in-sync cut (0 s) comes first: in sync under the label
+            assert int(inputs.contrastive_hypotheses[index, 0]) == label
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    with torch.no_grad():
+        plain = compute_losses(model, inputs.video, inputs.audio, inputs.offset_class, config)
+        with_cuts = compute_losses(model, inputs.video, inputs.audio, inputs.offset_class,
+                                   config, inputs.contrastive_audio,
+                                   inputs.contrastive_hypotheses)
+    assert torch.equal(plain["cross_entropy"], with_cuts["cross_entropy"])
+    assert float(with_cuts["contrastive"]) > 0
+    assert not torch.equal(plain["contrastive"], with_cuts["contrastive"])
+
+
 class _Crash(RuntimeError):
     pass
 
