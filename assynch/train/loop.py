@@ -44,7 +44,12 @@ from assynch.train.checkpoint import (
     set_rng_state,
 )
 from assynch.train.env import WorkerEnv
-from assynch.train.inputs import StreamBatch, draw_offset_classes, to_model_inputs
+from assynch.train.inputs import (
+    StreamBatch,
+    draw_contrastive_classes,
+    draw_offset_classes,
+    to_model_inputs,
+)
 from assynch.train.objective import (
     TrainingObjective,
     contrastive_cuts,
@@ -164,10 +169,11 @@ def train_epoch(
             seen.extend(batch.sample_id)
         labels = (draw_offset_classes(batch, config, epoch=epoch, seed=train.seed)
                   if train.resample_offsets and train.objective == "offsets" else None)
-        generator = torch.Generator().manual_seed(  # contrastive cuts: per seed/epoch/rank/step
-            hash((train.seed, epoch, env.rank, micro)) & 0x7FFF_FFFF_FFFF)
+        recuts = (draw_contrastive_classes(batch, batch.offset_class if labels is None else labels,
+                                           cuts, config, epoch=epoch, seed=train.seed)
+                  if cuts else None)
         inputs = to_model_inputs(batch, config, device=device, offset_class=labels,
-                                 contrastive_cuts=cuts, generator=generator)
+                                 contrastive_classes=recuts)
         weight = local * env.world_size / global_samples
         micro += 1
         is_step = micro % train.grad_accum_steps == 0
@@ -180,6 +186,9 @@ def train_epoch(
         for name, value in losses.items():
             if name != "logits":
                 sums[name] = sums.get(name, 0.0) + float(value.detach()) * local
+        if inputs.contrastive_audio is not None:  # candidates per stream the model was given
+            sums["contrastive_cuts"] = (sums.get("contrastive_cuts", 0.0)
+                                        + inputs.contrastive_audio.shape[2] * local)
         samples_total += global_samples
         interval["samples"] += global_samples
         if not is_step:
@@ -371,8 +380,9 @@ def train_worker(config: AssynchConfig, env: WorkerEnv) -> TrainProgress:
                      progress.epoch, progress.step)
     if env.rank == 0:
         log.info("%s (%s): %.2f M trainable parameters, %d workers, %d steps per epoch, %d "
-                 "epochs", config.model.kind, train.objective, count_trainable(model) / 1e6,
-                 env.world_size, per_epoch, train.epochs)
+                 "epochs, %d contrastive audio cuts per stream", config.model.kind,
+                 train.objective, count_trainable(model) / 1e6, env.world_size, per_epoch,
+                 train.epochs, contrastive_cuts(config))
     tags = {"assynch.world_size": str(env.world_size), "assynch.device": str(env.device),
             "assynch.host": platform.node(), "assynch.objective": train.objective}
     with open_tracker(config, rank=env.rank, run_id=progress.tracking_run_id, tags=tags) as tracker:
