@@ -31,8 +31,11 @@ class TrainingObjective(nn.Module):
 
 
 def contrastive_cuts(config: AssynchConfig) -> int:
-    """Audio candidates per stream the training step cuts for the contrastive loss (only
-    AS-Synchformer with a contrastive weight uses them)."""
+    """Audio candidates per stream a training step cuts for the contrastive loss:
+    `train.contrastive_cuts` for AS-Synchformer under the offsets objective with a contrastive
+    weight, else 0 (the other kinds ignore `contrastive_audio`, stage 1 has no such loss, and a
+    zero weight would discard the term: none of them is worth the re-cuts). Validation never
+    cuts (docs/TRAINING.md)."""
     if (config.train.objective != "offsets" or config.model.kind != "as_synchformer"
             or config.model.losses.contrastive == 0):
         return 0
