@@ -14,8 +14,8 @@ from assynch.models import StreamingModel, total_loss
 
 
 class TrainingObjective(nn.Module):
-    """forward(video, audio, offset_class) -> {loss term: scalar, "total": ...,
-    "logits": (B, W, C) or absent}."""
+    """forward(video, audio, offset_class, contrastive_audio=None, contrastive_hypotheses=None)
+    -> {loss term: scalar, "total": ..., "logits": (B, W, C) or absent}."""
 
     def __init__(self, model: StreamingModel, config: AssynchConfig) -> None:
         super().__init__()
