@@ -293,6 +293,13 @@ class TrainConfig(_Section):
     resample_offsets: bool = Field(
         True, description="draw a fresh offset per sample and epoch within the stored margin"
     )
+    contrastive_cuts: int = Field(
+        2, ge=0,
+        description="AS-Synchformer (objective offsets, model.losses.contrastive > 0): audio "
+        "candidates per train stream for the contrastive loss, re-cut from the stored margin at "
+        "other offsets, the in-sync one first (0: only streams labelled 0 s contribute); other "
+        "kinds and validation cut none",
+    )
     shuffle_buffer: int = Field(16, ge=0, description="rows in each worker's shuffle buffer")
     select_metric: Literal["acc1", "acc1_pm1", "emd_sec", "loss"] = Field(
         "acc1", description="validation metric (after the last window) that ranks checkpoints"
@@ -416,6 +423,18 @@ class AssynchConfig(_Section):
             raise ValueError(
                 f"preprocess.audio_margin_sec ({self.preprocess.audio_margin_sec}) must be at "
                 f"least the largest offset ({self.time.max_offset_sec} s)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _contrastive_cuts_fit_the_grid(self) -> AssynchConfig:
+        # A stream has at least half the grid's classes as distinct cuts within its margin.
+        most = self.time.num_offset_classes // 2
+        if self.train.contrastive_cuts > most:
+            raise ValueError(
+                f"train.contrastive_cuts ({self.train.contrastive_cuts}) must be at most {most} "
+                f"(half the {self.time.num_offset_classes} offset classes: the distinct re-cuts "
+                f"every stream has within its stored audio margin)"
             )
         return self
 

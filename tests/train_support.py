@@ -56,6 +56,7 @@ def train_config(shards: str, storage_path: str, *extra: str) -> AssynchConfig:
         "train.log_every_steps=1",
         "train.cpus_per_worker=0.5",
         "train.data_cpus=0.25",
+        "train.contrastive_cuts=2",
         *extra,
     ]
     return load_config(REPO / "configs" / "quickstart.yaml", overrides)

@@ -44,8 +44,18 @@ from assynch.train.checkpoint import (
     set_rng_state,
 )
 from assynch.train.env import WorkerEnv
-from assynch.train.inputs import StreamBatch, draw_offset_classes, to_model_inputs
-from assynch.train.objective import TrainingObjective, count_trainable, needs_find_unused_parameters
+from assynch.train.inputs import (
+    StreamBatch,
+    draw_contrastive_classes,
+    draw_offset_classes,
+    to_model_inputs,
+)
+from assynch.train.objective import (
+    TrainingObjective,
+    contrastive_cuts,
+    count_trainable,
+    needs_find_unused_parameters,
+)
 from assynch.train.optim import build_optimizer, build_scheduler
 from assynch.train.tracking import Tracker, open_tracker
 
@@ -128,6 +138,7 @@ def train_epoch(
                               enabled=train.precision == "bf16")
     max_micro = (train.max_steps_per_epoch * train.grad_accum_steps
                  if train.max_steps_per_epoch else None)
+    cuts = contrastive_cuts(config)
     batches: Iterator[Any] = iter(env.train_batches(epoch))
     previous: StreamBatch | None = None
     seen: list[str] = []
@@ -158,18 +169,26 @@ def train_epoch(
             seen.extend(batch.sample_id)
         labels = (draw_offset_classes(batch, config, epoch=epoch, seed=train.seed)
                   if train.resample_offsets and train.objective == "offsets" else None)
-        inputs = to_model_inputs(batch, config, device=device, offset_class=labels)
+        recuts = (draw_contrastive_classes(batch, batch.offset_class if labels is None else labels,
+                                           cuts, config, epoch=epoch, seed=train.seed)
+                  if cuts else None)
+        inputs = to_model_inputs(batch, config, device=device, offset_class=labels,
+                                 contrastive_classes=recuts)
         weight = local * env.world_size / global_samples
         micro += 1
         is_step = micro % train.grad_accum_steps == 0
         sync = contextlib.nullcontext() if is_step or not hasattr(ddp, "no_sync") else ddp.no_sync()
         with sync:
             with autocast:
-                losses = ddp(inputs.video, inputs.audio, inputs.offset_class)
+                losses = ddp(inputs.video, inputs.audio, inputs.offset_class,
+                             inputs.contrastive_audio, inputs.contrastive_hypotheses)
             (losses["total"] * weight / train.grad_accum_steps).backward()
         for name, value in losses.items():
             if name != "logits":
                 sums[name] = sums.get(name, 0.0) + float(value.detach()) * local
+        if inputs.contrastive_audio is not None:  # candidates per stream the model was given
+            sums["contrastive_cuts"] = (sums.get("contrastive_cuts", 0.0)
+                                        + inputs.contrastive_audio.shape[2] * local)
         samples_total += global_samples
         interval["samples"] += global_samples
         if not is_step:
@@ -361,8 +380,9 @@ def train_worker(config: AssynchConfig, env: WorkerEnv) -> TrainProgress:
                      progress.epoch, progress.step)
     if env.rank == 0:
         log.info("%s (%s): %.2f M trainable parameters, %d workers, %d steps per epoch, %d "
-                 "epochs", config.model.kind, train.objective, count_trainable(model) / 1e6,
-                 env.world_size, per_epoch, train.epochs)
+                 "epochs, %d contrastive audio cuts per stream", config.model.kind,
+                 train.objective, count_trainable(model) / 1e6, env.world_size, per_epoch,
+                 train.epochs, contrastive_cuts(config))
     tags = {"assynch.world_size": str(env.world_size), "assynch.device": str(env.device),
             "assynch.host": platform.node(), "assynch.objective": train.objective}
     with open_tracker(config, rank=env.rank, run_id=progress.tracking_run_id, tags=tags) as tracker:

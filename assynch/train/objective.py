@@ -14,33 +14,52 @@ from assynch.models import StreamingModel, total_loss
 
 
 class TrainingObjective(nn.Module):
-    """forward(video, audio, offset_class) -> {loss term: scalar, "total": ...,
-    "logits": (B, W, C) or absent}."""
+    """forward(video, audio, offset_class, contrastive_audio=None, contrastive_hypotheses=None)
+    -> {loss term: scalar, "total": ..., "logits": (B, W, C) or absent}."""
 
     def __init__(self, model: StreamingModel, config: AssynchConfig) -> None:
         super().__init__()
         self.model = model
         self.config = config
 
-    def forward(self, video: Tensor, audio: Tensor, offset_class: Tensor) -> dict[str, Tensor]:
-        return compute_losses(self.model, video, audio, offset_class, self.config)
+    def forward(
+        self, video: Tensor, audio: Tensor, offset_class: Tensor,
+        contrastive_audio: Tensor | None = None, contrastive_hypotheses: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        return compute_losses(self.model, video, audio, offset_class, self.config,
+                              contrastive_audio, contrastive_hypotheses)
+
+
+def contrastive_cuts(config: AssynchConfig) -> int:
+    """Audio candidates per stream a training step cuts for the contrastive loss:
+    `train.contrastive_cuts` for AS-Synchformer under the offsets objective with a contrastive
+    weight, else 0 (the other kinds ignore `contrastive_audio`, stage 1 has no such loss, and a
+    zero weight would discard the term: none of them is worth the re-cuts). Validation never
+    cuts (docs/TRAINING.md)."""
+    if (config.train.objective != "offsets" or config.model.kind != "as_synchformer"
+            or config.model.losses.contrastive == 0):
+        return 0
+    return config.train.contrastive_cuts
 
 
 def compute_losses(
     model: StreamingModel, video: Tensor, audio: Tensor, offset_class: Tensor,
-    config: AssynchConfig,
+    config: AssynchConfig, contrastive_audio: Tensor | None = None,
+    contrastive_hypotheses: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """The loss terms of one batch for `train.objective` (each term separately, plus "total").
 
     offsets: CE + squared EMD + the streaming contrastive term (`total_loss`, weighted by
-    model.losses); the per-window logits come back under "logits" for the metrics.
+    model.losses; its negatives are `contrastive_audio`, the same windows' audio re-cut at other
+    offsets, and the other windows of the batch); the per-window logits come back under
+    "logits" for the metrics.
     segment_contrastive: Synchformer's stage 1 on every window's segments (no offset logits).
     """
     if config.train.objective == "segment_contrastive":
         windows = video.flatten(0, 1), audio.flatten(0, 1)  # (B*W, S, ...)
         loss = model.snapshot.segment_contrastive_loss(*windows)
         return {"segment_contrastive": loss, "total": loss}
-    output = model(video, audio)
+    output = model(video, audio, contrastive_audio, contrastive_hypotheses)
     losses = total_loss(output, offset_class, config.model.losses)
     return {**losses, "logits": output.logits}
 

@@ -3,6 +3,7 @@ preprocessing job: the loss falls, fresh offsets keep the sign, checkpoints resu
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from assynch.train.inputs import (
     BATCH_COLUMNS,
     StreamBatch,
     audio_at_offsets,
+    draw_contrastive_classes,
     draw_offset_classes,
     to_model_inputs,
 )
@@ -132,6 +134,158 @@ def test_audio_at_offsets_matches_the_training_inputs(train_shards: dict[str, An
     with pytest.raises(ValueError, match="beyond the stored audio margin"):
         audio_at_offsets(batch.mel[0], stored_offset_sec=-2.0, audio_margin_sec=2.0,
                          offsets_sec=[2.0], config=config)
+
+
+def _one(batch: StreamBatch, index: int) -> StreamBatch:
+    return StreamBatch(
+        sample_id=[batch.sample_id[index]], frames=batch.frames[index : index + 1],
+        mel=batch.mel[index : index + 1], offset_sec=batch.offset_sec[index : index + 1],
+        offset_class=batch.offset_class[index : index + 1],
+        audio_margin_sec=batch.audio_margin_sec[index : index + 1],
+    )
+
+
+def test_contrastive_cuts_carry_the_hypothesis_under_which_they_are_in_sync(
+    train_shards: dict[str, Any],
+) -> None:
+    """AS-Synchformer's re-cut audio in training, on flash/beep shards. A candidate with
+    hypothesis h (h = label - cut + centre, docs/MODELS.md) is exactly the audio the same sample
+    shows as its input when labelled label - h + centre: hypothesis 0 s reproduces the model's
+    own input audio, hypothesis == label is the audio in sync with the video (the beep on the
+    flash), and in general the beep sits (label - h) classes before the flash."""
+    config = train_config(train_shards["shards"], "unused", "train.contrastive_cuts=3")
+    time = config.time
+    centre = time.num_offset_classes // 2
+    data = ShardDataset(train_shards["shards"], "train", batch_size=8, columns=list(BATCH_COLUMNS))
+    batch = StreamBatch.from_columns(next(iter(data)))
+    hop = time.stream_hop_sec
+    beep_bin = int(batch.mel.amax(dim=(0, 2)).argmax())  # the 1 kHz bin
+    windows, segments = time.windows_per_sample, time.segments_per_window
+    in_sync_checked = beeps_checked = 0
+    for epoch in range(3):
+        labels = draw_offset_classes(batch, config, epoch=epoch, seed=0)
+        recuts = draw_contrastive_classes(batch, labels, 3, config, epoch=epoch, seed=0)
+        assert torch.equal(recuts, draw_contrastive_classes(batch, labels, 3, config,
+                                                            epoch=epoch, seed=0))
+        inputs = to_model_inputs(batch, config, offset_class=labels, contrastive_classes=recuts)
+        assert inputs.contrastive_audio is not None and inputs.contrastive_hypotheses is not None
+        assert inputs.contrastive_audio.shape == (len(batch), windows, 3, segments, 128, 66)
+        hypotheses = inputs.contrastive_hypotheses
+        assert torch.equal(hypotheses, labels[:, None] - recuts + centre)
+        for index in range(len(batch)):
+            label, stored = int(labels[index]), float(batch.offset_sec[index])
+            row = hypotheses[index].tolist()
+            assert len(set(row)) == 3 and centre not in row  # distinct, never the input again
+            if label != centre:
+                assert row[0] == label  # the in-sync cut comes first
+            flashes = _flash_times(inputs.video[index], hop)
+            for candidate, hypothesis in enumerate(row):
+                audio = inputs.contrastive_audio[index, :, candidate]
+                shown_at = label - hypothesis + centre
+                assert abs(class_to_offset_sec(shown_at, time) - stored) <= 2.0 + 1e-6
+                same = to_model_inputs(_one(batch, index), config,
+                                       offset_class=torch.tensor([shown_at]))
+                assert torch.equal(audio, same.audio[0])
+                onsets = _beep_onsets(audio, hop, beep_bin)
+                early = class_to_offset_sec(label, time) - class_to_offset_sec(hypothesis, time)
+                for flash in flashes:
+                    if _covered(time, flash - early):
+                        assert min(abs(t - (flash - early)) for t in onsets) < TOLERANCE_SEC, (
+                            flash, early, onsets)
+                        beeps_checked += 1
+                        in_sync_checked += hypothesis == label
+    assert beeps_checked >= 8 and in_sync_checked >= 3, (beeps_checked, in_sync_checked)
+
+    # A cut at the label's own offset (never drawn: it is the input) has hypothesis 0 s and
+    # reproduces the model's input audio bit for bit.
+    labels = draw_offset_classes(batch, config, epoch=0, seed=0)
+    own = to_model_inputs(batch, config, offset_class=labels, contrastive_classes=labels[:, None])
+    assert own.contrastive_audio is not None and own.contrastive_hypotheses is not None
+    assert (own.contrastive_hypotheses == centre).all()
+    assert torch.equal(own.contrastive_audio[:, :, 0], own.audio)
+
+
+def test_contrastive_term_gets_the_recut_negatives(train_shards: dict[str, Any]) -> None:
+    """The re-cuts reach the loss: streams shown at 0 s (the input audio is the positive) get
+    more negatives, so their contrastive term grows while cross-entropy is untouched; streams
+    shown at other offsets have no in-sync audio without cuts (term 0) and one with them."""
+    from assynch.models import build_model
+    from assynch.models.losses import contrastive_chance_level
+    from assynch.train.objective import compute_losses, contrastive_cuts
+
+    config = train_config(train_shards["shards"], "unused", "train.contrastive_cuts=2")
+    assert contrastive_cuts(config) == 2
+    centre = config.time.num_offset_classes // 2
+    data = ShardDataset(train_shards["shards"], "train", batch_size=4, columns=list(BATCH_COLUMNS))
+    batch = StreamBatch.from_columns(next(iter(data)))
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    # every sample can be shown at 0 s; off 0 s: at its stored offset, or 0.2 s if that is 0 s
+    off_centre = torch.where(batch.offset_class == centre, centre + 1, batch.offset_class)
+    for labels, cuts_give_positive in ((torch.full((len(batch),), centre), False),
+                                       (off_centre, True)):
+        recuts = draw_contrastive_classes(batch, labels, 2, config, epoch=0, seed=0)
+        inputs = to_model_inputs(batch, config, offset_class=labels, contrastive_classes=recuts)
+        with torch.no_grad():
+            plain = compute_losses(model, inputs.video, inputs.audio, labels, config)
+            with_cuts = compute_losses(model, inputs.video, inputs.audio, labels, config,
+                                       inputs.contrastive_audio, inputs.contrastive_hypotheses)
+            output = model(inputs.video, inputs.audio, inputs.contrastive_audio,
+                           inputs.contrastive_hypotheses)
+            plain_output = model(inputs.video, inputs.audio)
+        assert torch.equal(plain["cross_entropy"], with_cuts["cross_entropy"])
+        assert torch.equal(plain["logits"], with_cuts["logits"])
+        if cuts_give_positive:
+            assert float(plain["contrastive"]) == 0.0  # no in-sync audio among the candidates
+            assert float(with_cuts["contrastive"]) > 0.0
+        else:
+            # same anchors and positives, two more negatives per window in every softmax over
+            # audio: that direction's cross-entropy can only grow
+            assert float(with_cuts["contrastive"]) > float(plain["contrastive"]) + 1e-3
+        assert (contrastive_chance_level(output, labels)
+                > contrastive_chance_level(plain_output, labels))
+
+
+def test_contrastive_cuts_only_where_the_model_uses_them(
+    train_shards: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training cuts `train.contrastive_cuts` candidates per stream for AS-Synchformer and passes
+    them to the model; validation never does; other kinds (and a zero contrastive weight, and
+    stage 1) cut none."""
+    from assynch.train import loop
+    from assynch.train.objective import contrastive_cuts
+
+    calls: list[tuple[str, int]] = []
+    original = loop.to_model_inputs
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        classes = kwargs.get("contrastive_classes")
+        calls.append((sys._getframe(1).f_code.co_name,
+                      0 if classes is None else int(classes.shape[1])))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "to_model_inputs", recording)
+    common = ("train.epochs=1", "train.max_steps_per_epoch=2", "train.resample_offsets=true")
+    for name, extra, expected in (
+        ("as_synchformer", ["train.contrastive_cuts=2"], 2),
+        ("apa", ["model.kind=apa", "train.contrastive_cuts=2"], 0),
+        ("no_weight", ["model.losses.contrastive=0", "train.contrastive_cuts=2"], 0),
+    ):
+        calls.clear()
+        config = train_config(train_shards["shards"], str(tmp_path), *common, *extra)
+        assert contrastive_cuts(config) == expected
+        progress = run_local(config, tmp_path / name)
+        trained = [n for caller, n in calls if caller == "train_epoch"]
+        validated = [n for caller, n in calls if caller == "evaluate"]
+        assert len(trained) == 2 and set(trained) == {expected}, (name, calls)
+        assert validated and set(validated) == {0}, (name, calls)
+        row = progress.history[-1]
+        if expected:
+            assert row["train/contrastive_cuts"] == expected
+        else:
+            assert "train/contrastive_cuts" not in row
+    stage1 = train_config(train_shards["shards"], "unused", "train.objective=segment_contrastive")
+    assert contrastive_cuts(stage1) == 0
 
 
 class _Crash(RuntimeError):

@@ -50,6 +50,8 @@ def test_two_workers_see_each_sample_once_and_stay_identical(
     history = state["progress"]["history"]
     assert [int(row["epoch"]) for row in history] == [1, 2, 3]
     assert all(row["train/samples"] == len(expected) for row in history)
+    # AS-Synchformer got its 2 re-cut contrastive audios per stream on both ranks (train_config)
+    assert all(row["train/contrastive_cuts"] == 2 for row in history), history
     losses = [row["train/cross_entropy"] for row in history]
     assert losses[-1] < losses[0], losses
     # ceil(longest share / 3) steps per epoch: Ray Data hands blocks to whichever rank asks
