@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -261,7 +261,7 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     """Fine-tuning on Ray Train (docs/TRAINING.md). Sizes are per worker unless named global."""
 
-    shards: str | Annotated[tuple[str, ...], Field(min_length=1)] = Field(
+    shards: str | tuple[str, ...] = Field(
         "data/shards",
         description="finished preprocess output(s) to train on: one URL, or a list; an entry "
         "ROOT/* takes every finished shard set directly under ROOT (e.g. <output>/batches/*)",
@@ -322,6 +322,16 @@ class TrainConfig(_Section):
     keep_checkpoints: int = Field(2, gt=0, description="checkpoints kept (best ones by metric)")
     max_failures: int = Field(2, ge=0, description="worker-group restarts from a checkpoint")
     tracking: bool = Field(True, description="log to MLflow (assynch.tracking) from rank 0")
+
+    @model_validator(mode="after")
+    def _shards_named(self) -> TrainConfig:
+        entries = [self.shards] if isinstance(self.shards, str) else list(self.shards)
+        if not entries or not all(entry.strip() for entry in entries):
+            raise ValueError(
+                f"train.shards must name at least one shard set (a URL, or ROOT/*), got "
+                f"{self.shards!r}"
+            )
+        return self
 
 
 class TrackingConfig(_Section):
