@@ -296,7 +296,7 @@ def build_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
                 "time", "video", "audio", "model", "train", "tracking"), **data.fingerprint()},
             output_exists=lambda: _registered(config) is not None,
             run=lambda: runner.run(context, "pipelines.train", args),
-            describe=lambda: _describe_model(config),
+            describe=lambda: data.describe(*_describe_model(config)),
             upstream=upstream,
         )
         return step.materialize(context)
@@ -443,6 +443,12 @@ class TrainingData:
     def fingerprint(self) -> dict[str, Any]:
         return {"batches": self.batches} if self.batches else {}
 
+    def describe(self, version: str, metadata: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """A training asset's catalogue entry, with how many batch partitions it read."""
+        if self.batches:
+            metadata = {**metadata, "batches": len(self.batches)}
+        return version, metadata
+
 
 def training_data(instance: dg.DagsterInstance, config: AssynchConfig) -> TrainingData:
     from assynch.shards.sets import shard_entries
@@ -498,7 +504,7 @@ def encoders_asset(
             },
             output_exists=lambda: _registered(config, name) is not None,
             run=lambda: runner.run(context, "pipelines.train", args),
-            describe=lambda: _describe_model(config, name),
+            describe=lambda: data.describe(*_describe_model(config, name)),
             upstream=["shards"],
         )
         return step.materialize(context)

@@ -224,7 +224,7 @@ def run(
     # The workers read (and log to MLflow) exactly these sets, even if a `ROOT/*` entry gains
     # a finished set while the run starts.
     config = config.model_copy(update={"train": config.train.model_copy(update={
-        "shards": sets.urls[0] if len(sets.urls) == 1 else tuple(sets.urls)})})
+        "shards": sets.as_value()})})
     train = config.train
     check_run_folder(config, name, resume=resume is not None)
     tracking_uri = check_tracking(config)

@@ -57,6 +57,10 @@ class ShardSets:
         layout: dict[str, Any] | None = self.first.manifest.get("layout")
         return layout
 
+    def as_value(self) -> str | tuple[str, ...]:
+        """These sets as a `train.shards` value (one URL, or a tuple), no `ROOT/*` left."""
+        return self.urls[0] if len(self.sets) == 1 else tuple(self.urls)
+
     def samples(self, split: str) -> int:
         return sum(shard_set.samples(split) for shard_set in self.sets)
 

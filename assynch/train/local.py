@@ -41,7 +41,7 @@ def run_local(
     continues from the latest checkpoint in `run_folder` if there is one."""
     sets = resolve_shard_sets(config.train.shards, config.storage)
     config = config.model_copy(update={"train": config.train.model_copy(update={
-        "shards": sets.urls[0] if len(sets.urls) == 1 else tuple(sets.urls)})})
+        "shards": sets.as_value()})})
     train = config.train
     run_folder = Path(run_folder)
     run_folder.mkdir(parents=True, exist_ok=True)

@@ -137,6 +137,7 @@ def test_a_new_batch_partition_retrains_the_model_on_every_finished_set(first_ru
     shards = args[args.index("--shards") + 1:][:2]
     assert shards == [str(folder / "shards"), str(folder / "shards" / "batches" / "b1")]
     model = {o.name: o for o in retrained}["model"]
+    assert model.metadata["batches"] == 1
     inputs = _mlflow(folder).get_run(model.metadata["run_id"]).inputs.dataset_inputs
     read = {tag.value for i in inputs for tag in i.tags if tag.key == "shards_url"}
     assert str(folder / "shards" / "batches" / "b1") in read  # the job trained on the batch too
