@@ -261,7 +261,11 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     """Fine-tuning on Ray Train (docs/TRAINING.md). Sizes are per worker unless named global."""
 
-    shards: str = Field("data/shards", description="finished preprocess output to train on")
+    shards: str | tuple[str, ...] = Field(
+        "data/shards",
+        description="finished preprocess output(s) to train on: one URL, or a list; an entry "
+        "ROOT/* takes every finished shard set directly under ROOT (e.g. <output>/batches/*)",
+    )
     train_split: Literal["train", "val", "test"] = "train"
     val_split: Literal["train", "val", "test"] | None = Field(
         "val", description="split scored after each epoch; null: no validation"
@@ -326,6 +330,16 @@ class TrainConfig(_Section):
     max_failures: int = Field(2, ge=0, description="worker-group restarts from a checkpoint")
     tracking: bool = Field(True, description="log to MLflow (assynch.tracking) from rank 0")
 
+    @model_validator(mode="after")
+    def _shards_named(self) -> TrainConfig:
+        entries = [self.shards] if isinstance(self.shards, str) else list(self.shards)
+        if not entries or not all(entry.strip() for entry in entries):
+            raise ValueError(
+                f"train.shards must name at least one shard set (a URL, or ROOT/*), got "
+                f"{self.shards!r}"
+            )
+        return self
+
 
 class TrackingConfig(_Section):
     """MLflow (docs/TRACKING.md). Read by `assynch.tracking` only."""
@@ -382,6 +396,37 @@ class SyntheticClips(_Section):
     seed: int = 0
 
 
+class Stage1Config(_Section):
+    """The optional `encoders` asset: Synchformer's stage 1 (segment-level audio-visual
+    contrastive pre-training of the encoders) before the offsets model, which then starts from
+    it through `model.init_from` (docs/DAG.md)."""
+
+    enabled: bool = Field(False, description="add the encoders asset between shards and model")
+    epochs: int | None = Field(None, gt=0, description="stage-1 epochs; null: train.epochs")
+    max_steps_per_epoch: int | None = Field(
+        None, gt=0, description="stage-1 steps per epoch at most; null: train.max_steps_per_epoch"
+    )
+    encoder_regime: Literal["frozen", "partial", "full"] = Field(
+        "full", description="model.encoder_regime of the stage-1 run (it trains the encoders)"
+    )
+    registered_model: str | None = Field(
+        None, min_length=1,
+        description="registry name of stage-1 models; null: <tracking.registered_model>-encoders",
+    )
+    overrides: tuple[str, ...] = Field(
+        (), description="more SECTION.FIELD=VALUE overrides for the stage-1 run only"
+    )
+
+    @model_validator(mode="after")
+    def _overrides_are_assignments(self) -> Stage1Config:
+        bad = [item for item in self.overrides if "=" not in item or "." not in item.split("=")[0]]
+        if bad:
+            raise ValueError(
+                f"dag.stage1.overrides must be SECTION.FIELD=VALUE items, got {', '.join(bad)}"
+            )
+        return self
+
+
 class DagConfig(_Section):
     """The pipeline as a Dagster graph (pipelines/dag.py, `assynch pipeline run`)."""
 
@@ -400,6 +445,9 @@ class DagConfig(_Section):
         None,
         description="folder or s3:// prefix watched for new videos, one sub-folder per batch; "
         "each batch becomes a partition of batch_shards (incremental ingestion)",
+    )
+    stage1: Stage1Config = Field(
+        Stage1Config(), description="optional stage-1 pre-training of the encoders (encoders asset)"
     )
     max_retries: int = Field(2, ge=0, description="retries of a failed step (alone)")
     retry_delay_sec: float = Field(1.0, ge=0)

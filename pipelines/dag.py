@@ -5,10 +5,14 @@
     ASSYNCH_CONFIG=configs/quickstart.yaml DAGSTER_HOME=$PWD/data/quickstart/dagster \\
         dagster dev -m pipelines.dag                               # the graph and its history
 
-    clips (synthetic, embedded default only) -> shards -> model -> evaluation
+    clips (synthetic, embedded default only) -> shards -> [encoders] -> model -> evaluation
+    dag.incoming: batch_shards (one partition per batch folder, sensor) -> [encoders], model
 
 `shards` runs `python -m pipelines.preprocess`, `model` runs `python -m pipelines.train`,
 `evaluation` runs `python -m pipelines.evaluate` — the very commands an engineer submits by hand.
+With `dag.incoming` the training assets also read every finished `batch_shards` partition; with
+`dag.stage1.enabled`, `encoders` (stage 1, `train.objective=segment_contrastive`) runs first and
+`model` starts from it (`model.init_from`).
 With `dag.ray_address` each one is submitted to that Ray cluster as a Ray job through
 dagster-ray's `PipesRayJobClient` (logs streamed back); without it each runs as a local process
 that starts its own local Ray. Config comes from the same YAML file and pydantic models as the
@@ -266,18 +270,34 @@ def build_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
 
     assets.append(shards_asset)
 
-    @dg.asset(name="model", deps=["shards"], retry_policy=retry, code_version=CODE_VERSION,
-              description="AS-Synchformer fine-tuned on the shards, registered in MLflow with "
-                          "alias tracking.alias (python -m pipelines.train).")
+    # What the training assets read: `shards`, and with dag.incoming every materialised
+    # partition of `batch_shards`; with dag.stage1 the model starts from `encoders`.
+    data_deps = ["shards", *(["batch_shards"] if config.dag.incoming is not None else [])]
+    stage1 = config.dag.stage1
+    if stage1.enabled:
+        assets.append(encoders_asset(pipeline, config, retry, data_deps))
+
+    @dg.asset(name="model", deps=[*data_deps, *(["encoders"] if stage1.enabled else [])],
+              retry_policy=retry, code_version=CODE_VERSION,
+              description="AS-Synchformer fine-tuned on the shards (and every finished batch "
+                          "partition), registered in MLflow with alias tracking.alias "
+                          "(python -m pipelines.train).")
     def model_asset(context: dg.AssetExecutionContext, runner: JobRunner) -> Any:
+        data = training_data(context.instance, config)
+        args = [*pipeline.job_args(), *data.job_args()]
+        upstream = ["shards"]
+        if stage1.enabled:
+            upstream.append("encoders")
+            init_from = f"models:/{data_version_of(context, 'encoders')}"
+            args += ["--set", f"model.init_from={init_from}"]
         step = Step(
             name="model",
             fingerprint_inputs={"config": config.content_hash(
-                "time", "video", "audio", "model", "train", "tracking")},
+                "time", "video", "audio", "model", "train", "tracking"), **data.fingerprint()},
             output_exists=lambda: _registered(config) is not None,
-            run=lambda: runner.run(context, "pipelines.train", pipeline.job_args()),
-            describe=lambda: _describe_model(config),
-            upstream=["shards"],
+            run=lambda: runner.run(context, "pipelines.train", args),
+            describe=lambda: data.describe(*_describe_model(config)),
+            upstream=upstream,
         )
         return step.materialize(context)
 
@@ -383,6 +403,115 @@ def new_video_batches_sensor(pipeline: PipelineConfig) -> dg.SensorDefinition:
     return new_video_batches
 
 
+# ---------------------------------------------------------------------------------------------
+# What training reads, and the optional stage 1
+
+
+def materialised_batches(instance: dg.DagsterInstance) -> dict[str, str]:
+    """Partition -> data version of the latest materialisation of every `batch_shards`
+    partition that still exists (a finished shard set each)."""
+    key = dg.AssetKey("batch_shards")
+    latest = instance.get_latest_storage_id_by_partition(
+        key, dg.DagsterEventType.ASSET_MATERIALIZATION)
+    known = set(instance.get_dynamic_partitions(VIDEO_BATCHES.name))
+    ids = [storage_id for partition, storage_id in latest.items() if partition in known]
+    if not ids:
+        return {}
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, storage_ids=ids), limit=len(ids)).records
+    batches = {}
+    for record in records:
+        materialization = record.asset_materialization
+        if materialization is not None and materialization.partition is not None:
+            batches[materialization.partition] = str(
+                materialization.tags.get("dagster/data_version", ""))
+    return dict(sorted(batches.items()))
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The shard sets a training asset reads: train.shards, plus (with dag.incoming) the
+    output of every materialised batch partition, and their data versions."""
+
+    shards: tuple[str, ...]
+    batches: dict[str, str]  # partition -> data version
+
+    def job_args(self) -> list[str]:
+        """`--shards ...` when batches add sets; nothing otherwise (the config's own value)."""
+        return ["--shards", *self.shards] if self.batches else []
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"batches": self.batches} if self.batches else {}
+
+    def describe(self, version: str, metadata: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """A training asset's catalogue entry, with how many batch partitions it read."""
+        if self.batches:
+            metadata = {**metadata, "batches": len(self.batches)}
+        return version, metadata
+
+
+def training_data(instance: dg.DagsterInstance, config: AssynchConfig) -> TrainingData:
+    from assynch.shards.sets import shard_entries
+
+    batches = materialised_batches(instance) if config.dag.incoming is not None else {}
+    entries = shard_entries(config.train.shards)
+    extra = [batch_output(config, batch) for batch in batches]
+    return TrainingData(tuple(entries + [url for url in extra if url not in entries]), batches)
+
+
+def stage1_model_name(config: AssynchConfig) -> str:
+    return config.dag.stage1.registered_model or f"{config.tracking.registered_model}-encoders"
+
+
+def stage1_args(config: AssynchConfig) -> list[str]:
+    """The `--set` overrides that turn the training job into the stage-1 run."""
+    stage1, train = config.dag.stage1, config.train
+    overrides = [
+        "train.objective=segment_contrastive",
+        f"model.encoder_regime={stage1.encoder_regime}",
+        f"tracking.registered_model={stage1_model_name(config)}",
+    ]
+    if stage1.epochs is not None:
+        overrides.append(f"train.epochs={stage1.epochs}")
+    if stage1.max_steps_per_epoch is not None:
+        overrides.append(f"train.max_steps_per_epoch={stage1.max_steps_per_epoch}")
+    if train.run_name:  # the model's run keeps train.run_name
+        overrides.append(f"train.run_name={train.run_name}-stage1")
+    overrides += stage1.overrides
+    return [arg for override in overrides for arg in ("--set", override)]
+
+
+def encoders_asset(
+    pipeline: PipelineConfig, config: AssynchConfig, retry: dg.RetryPolicy,
+    data_deps: Sequence[str],
+) -> dg.AssetsDefinition:
+    @dg.asset(name="encoders", deps=list(data_deps), retry_policy=retry,
+              code_version=CODE_VERSION,
+              description="Stage 1 (dag.stage1): the encoders pre-trained with Synchformer's "
+                          "segment-level audio-visual contrastive objective, registered as "
+                          "<tracking.registered_model>-encoders; the model starts from it "
+                          "(python -m pipelines.train --set train.objective=segment_contrastive).")
+    def encoders(context: dg.AssetExecutionContext, runner: JobRunner) -> Any:
+        data = training_data(context.instance, config)
+        name = stage1_model_name(config)
+        args = [*pipeline.job_args(), *data.job_args(), *stage1_args(config)]
+        step = Step(
+            name="encoders",
+            fingerprint_inputs={
+                "config": config.content_hash("time", "video", "audio", "model", "train",
+                                              "tracking"),
+                "stage1": config.dag.stage1.model_dump(mode="json"), **data.fingerprint(),
+            },
+            output_exists=lambda: _registered(config, name) is not None,
+            run=lambda: runner.run(context, "pipelines.train", args),
+            describe=lambda: data.describe(*_describe_model(config, name)),
+            upstream=["shards"],
+        )
+        return step.materialize(context)
+
+    return encoders
+
+
 def _manifest_or_none(config: AssynchConfig) -> dict[str, Any] | None:
     try:
         return read_manifest(config.preprocess.output, config.storage)
@@ -399,24 +528,27 @@ def _describe_shards(config: AssynchConfig) -> tuple[str, dict[str, Any]]:
     return shard_set_version(manifest), metadata
 
 
-def _registered(config: AssynchConfig) -> Any:
-    """The version `tracking.alias` points at, or None (ModelInfo: name, version, run_id)."""
+def _registered(config: AssynchConfig, name: str | None = None) -> Any:
+    """The version of `name` (default tracking.registered_model) that `tracking.alias` points
+    at, or None (ModelInfo: name, version, run_id)."""
     from assynch.tracking import resolve_tracking_uri
     from assynch.tracking.evaluation import ModelNotFoundError, _client, describe_model
 
     tracking = config.tracking
     uri = resolve_tracking_uri(config)
     try:
-        return describe_model(f"models:/{tracking.registered_model}@{tracking.alias}",
+        return describe_model(f"models:/{name or tracking.registered_model}@{tracking.alias}",
                               _client(uri))
     except ModelNotFoundError:
         return None
 
 
-def _describe_model(config: AssynchConfig) -> tuple[str, dict[str, Any]]:
-    info = _registered(config)
+def _describe_model(config: AssynchConfig, name: str | None = None) -> tuple[str, dict[str, Any]]:
+    info = _registered(config, name)
     if info is None:
-        raise dg.Failure(f"training registered no version with alias {config.tracking.alias!r}")
+        raise dg.Failure(f"training registered no version of "
+                         f"{name or config.tracking.registered_model!r} with alias "
+                         f"{config.tracking.alias!r}")
     from assynch.tracking import resolve_tracking_uri
 
     metadata: dict[str, Any] = {

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -37,6 +36,7 @@ from assynch.eval.predict import (
 )
 from assynch.models import StreamingModel
 from assynch.preprocess.worker import config_for_workers
+from pipelines.ray_runtime import connect
 
 log = logging.getLogger("pipelines.evaluate")
 
@@ -95,16 +95,6 @@ def ray_predict(config: AssynchConfig) -> PredictFn:
     return predict
 
 
-def init_ray(num_cpus: int | None) -> None:
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
-    else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
-    ray.data.DataContext.get_current().enable_progress_bars = True
-
-
 def run(
     config: AssynchConfig,
     *,
@@ -133,7 +123,7 @@ def run(
                 modes=config.eval.modes, storage=config.storage,
             ))
     else:
-        init_ray(num_cpus)
+        connect(num_cpus)
         predict = ray_predict(config)
     return run_evaluation(
         config, resolve=lambda model_uri: resolve_model(model_uri, tracking_uri=uri),

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -35,6 +34,7 @@ from assynch.preprocess.job import AllVideosFailedError, PreprocessJob
 from assynch.preprocess.plan import ShardPlan, VideoResult, VideoTask
 from assynch.preprocess.report import PreprocessReport
 from assynch.preprocess.worker import VideoWorker, config_for_workers, run_video_task
+from pipelines.ray_runtime import connect
 
 log = logging.getLogger("pipelines.preprocess")
 
@@ -87,17 +87,6 @@ def ray_map_shards(config: AssynchConfig) -> Any:
     return run
 
 
-def init_ray(num_cpus: int | None) -> None:
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
-    else:
-        # "local": start a fresh cluster here even where a stale `ray start` left its address.
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
-    ray.data.DataContext.get_current().enable_progress_bars = True
-
-
 def run(
     config: AssynchConfig,
     *,
@@ -110,7 +99,7 @@ def run(
     report = job.prepare()
     if report is not None:
         return report
-    init_ray(num_cpus)
+    connect(num_cpus)
     return job.execute(ray_map_videos(config), ray_map_shards(config))
 
 

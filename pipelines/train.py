@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -36,9 +35,10 @@ from assynch.errors import UserError
 from assynch.preprocess.worker import config_for_workers
 from assynch.samples.plan import sample_frames
 from assynch.shards.format import shard_layout
-from assynch.shards.reader import list_shards
+from assynch.shards.sets import ShardSets, shard_entries
 from assynch.storage import arrow_filesystem, filesystem, join
 from assynch.train.read import READ_COLUMNS, rows_to_columns
+from pipelines.ray_runtime import cluster_cpus, connect
 
 log = logging.getLogger("pipelines.train")
 
@@ -47,11 +47,12 @@ log = logging.getLogger("pipelines.train")
 # Data
 
 
-def read_split(config: AssynchConfig, split: str, frame_shape: list[int], seed: int) -> Any:
-    """One split as a Ray Dataset of numpy columns (assynch.train.read), file order shuffled per
-    epoch (train) with the seed."""
-    fs, _ = arrow_filesystem(config.train.shards, config.storage)
-    files = list_shards(config.train.shards, split, config.storage)  # absolute, or bucket/key
+def read_split(config: AssynchConfig, sets: ShardSets, split: str, frame_shape: list[int],
+               seed: int) -> Any:
+    """One split of every shard set as one Ray Dataset of numpy columns (assynch.train.read),
+    file order shuffled per epoch (train) with the seed."""
+    fs, _ = arrow_filesystem(sets.first.url, config.storage)  # the sets share one storage
+    files = sets.files(split, config.storage)  # absolute, or bucket/key
     shuffle = (ray.data.FileShuffleConfig(seed=seed, reseed_after_execution=True)
                if split == config.train.train_split else None)
     dataset = ray.data.read_parquet(
@@ -154,17 +155,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 # The driver
 
 
-def init_ray(config: AssynchConfig, num_cpus: int | None) -> None:
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(log_to_driver=True)
-        else:  # "local": a fresh cluster, even where a stale `ray start` left its address
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                     log_to_driver=True)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+def check_cpu_budget(config: AssynchConfig) -> None:
+    """Workers x CPUs + one data task must fit the cluster, else the run waits forever."""
     train = config.train
     needed = max(train.num_workers, 1) * train.cpus_per_worker + train.data_cpus
-    available = ray.cluster_resources().get("CPU", 0.0)
+    available = cluster_cpus()
     if needed > available + 1e-9:
         raise UserError(
             f"the run needs {needed:g} CPUs (train.num_workers={train.num_workers} x "
@@ -220,22 +215,29 @@ def run(
     train = config.train
     name = run_name_for(config, resume)
     # Ray Train workers run in their own working folders: local paths must be absolute there.
+    shards = [absolute_local(entry) for entry in shard_entries(train.shards)]
     config = config.model_copy(update={"train": train.model_copy(update={
-        "run_name": name, "shards": absolute_local(train.shards),
+        "run_name": name, "shards": shards[0] if len(shards) == 1 else tuple(shards),
         "storage_path": absolute_local(train.storage_path),
     })})
+    sets = check_training_inputs(config)
+    # The workers read (and log to MLflow) exactly these sets, even if a `ROOT/*` entry gains
+    # a finished set while the run starts.
+    config = config.model_copy(update={"train": config.train.model_copy(update={
+        "shards": sets.as_value()})})
     train = config.train
-    manifest = check_training_inputs(config)
     check_run_folder(config, name, resume=resume is not None)
     tracking_uri = check_tracking(config)
-    init_ray(config, num_cpus)
+    connect(num_cpus, progress_bars=False)
+    check_cpu_budget(config)
 
-    frame_shape = manifest["layout"]["frames_shape"][1:] if "layout" in manifest else None
-    if frame_shape is None:
-        raise UserError(f"{train.shards}/_manifest.json has no layout; preprocess again")
-    datasets = {"train": read_split(config, train.train_split, frame_shape, train.seed)}
+    layout = sets.layout
+    if layout is None:
+        raise UserError(f"{sets.first.url}/_manifest.json has no layout; preprocess again")
+    frame_shape = layout["frames_shape"][1:]
+    datasets = {"train": read_split(config, sets, train.train_split, frame_shape, train.seed)}
     if train.val_split:
-        datasets["val"] = read_split(config, train.val_split, frame_shape, train.seed)
+        datasets["val"] = read_split(config, sets, train.val_split, frame_shape, train.seed)
     storage_fs, storage_root = arrow_filesystem(train.storage_path, config.storage)
     resources = {"CPU": train.cpus_per_worker, **({"GPU": 1.0} if train.use_gpu else {})}
     worker_config = config_for_workers(config)
@@ -245,7 +247,7 @@ def run(
         train_loop_per_worker,
         train_loop_config={
             "config": worker_config,
-            "train_samples": manifest["splits"][train.train_split]["samples"],
+            "train_samples": sets.samples(train.train_split),
             "audit_dir": audit_dir,
         },
         scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
@@ -275,7 +277,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", "-c", help="YAML config (configs/...)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="SECTION.FIELD=VALUE", help="override one config field")
-    parser.add_argument("--shards", help="overrides train.shards")
+    parser.add_argument("--shards", nargs="+", metavar="URL",
+                        help="overrides train.shards: one or more finished shard sets, or ROOT/* "
+                        "for every finished set under ROOT")
     parser.add_argument("--resume", nargs="?", const="", default=None, metavar="NAME",
                         help="continue the run NAME (default: train.run_name) from its latest "
                         "checkpoint")
@@ -292,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = list(args.overrides)
     if args.shards:
-        overrides.append(f"train.shards={json.dumps(args.shards)}")
+        shards = args.shards[0] if len(args.shards) == 1 else args.shards
+        overrides.append(f"train.shards={json.dumps(shards)}")
     try:
         config = load_config(args.config, overrides)
         resume = args.resume

@@ -110,3 +110,15 @@ def test_offset_grid_round_trip_and_sign() -> None:
         offset_sec_to_class(0.1, time)
     with pytest.raises(ValueError, match="outside"):
         class_to_offset_sec(21, time)
+
+
+def test_train_shards_is_one_set_or_a_list_and_stage1_overrides_are_assignments() -> None:
+    assert load_config(None, ["train.shards=data/s"]).train.shards == "data/s"
+    listed = load_config(None, ["train.shards=[data/s, data/s/batches/*]"]).train.shards
+    assert listed == ("data/s", "data/s/batches/*")
+    with pytest.raises(ConfigError, match="train.shards"):
+        load_config(None, ["train.shards=[]"])
+    stage1 = load_config(None, ["dag.stage1={enabled: true, overrides: [train.seed=3]}"])
+    assert stage1.dag.stage1.enabled and stage1.dag.stage1.overrides == ("train.seed=3",)
+    with pytest.raises(ConfigError, match="dag.stage1"):
+        load_config(None, ["dag.stage1.overrides=[seed]"])

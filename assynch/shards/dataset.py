@@ -21,6 +21,9 @@ from assynch.storage import filesystem
 class ShardDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
     """Batches of stream samples from one split of a finished shard set, without Ray.
 
+    `url` may also be several finished sets on one storage (e.g. `ShardSets.urls`): their
+    files are read as one list.
+
     Files are divided between DDP ranks (`rank`/`world_size`) and DataLoader workers; with
     `shuffle`, file order and rows within each row group are shuffled by `seed` and the epoch
     (`set_epoch`). Only one row group per file is held in memory at a time.
@@ -28,7 +31,7 @@ class ShardDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         split: str,
         *,
         batch_size: int = 4,
@@ -45,7 +48,10 @@ class ShardDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
         super().__init__()
         if batch_size <= 0:
             raise ShardError(f"batch_size must be positive, got {batch_size}")
-        self.url = url
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise ShardError("ShardDataset needs at least one shard set")
+        self.url = self.urls[0]  # the filesystem of every set (they share one storage)
         self.split = split
         self.batch_size = batch_size
         self.storage = storage or StorageConfig()
@@ -57,18 +63,20 @@ class ShardDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
-        self.manifest = read_manifest(url, self.storage) if require_manifest else {}
-        self.files = list_shards(url, split, self.storage)
+        self.manifests = ([read_manifest(u, self.storage) for u in self.urls]
+                          if require_manifest else [])
+        self.manifest = self.manifests[0] if self.manifests else {}
+        self.files = [path for u in self.urls for path in list_shards(u, split, self.storage)]
         if not self.files:
-            raise ShardError(f"{url} has no shards for split {split!r}")
+            raise ShardError(f"{', '.join(self.urls)} has no shards for split {split!r}")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def num_rows(self) -> int:
-        counts = self.manifest.get("splits", {}).get(self.split, {})
-        if "samples" in counts:
-            return int(counts["samples"])
+        counts = [m.get("splits", {}).get(self.split, {}) for m in self.manifests]
+        if counts and all("samples" in c for c in counts):
+            return sum(int(c["samples"]) for c in counts)
         fs, _ = filesystem(self.url, self.storage)
         return sum(pq.ParquetFile(fs.open(p, "rb")).metadata.num_rows for p in self.files)
 

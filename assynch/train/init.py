@@ -25,12 +25,9 @@ MLFLOW_SCHEMES = ("models:/", "runs:/")
 
 def source_state_dict(uri: str, config: AssynchConfig) -> dict[str, torch.Tensor]:
     if uri.startswith(MLFLOW_SCHEMES):
-        from assynch.train.tracking import tracking_module
+        from assynch.tracking import load_streaming_model, resolve_tracking_uri
 
-        tracking = tracking_module()
-        model, _ = tracking.load_streaming_model(
-            uri, tracking_uri=tracking.resolve_tracking_uri(config)
-        )
+        model, _ = load_streaming_model(uri, tracking_uri=resolve_tracking_uri(config))
         return model.state_dict()
     path = Path(uri)
     if path.is_dir():

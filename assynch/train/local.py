@@ -15,6 +15,7 @@ import torch
 
 from assynch.config import AssynchConfig
 from assynch.shards.dataset import ShardDataset
+from assynch.shards.sets import resolve_shard_sets
 from assynch.train.checkpoint import TrainProgress
 from assynch.train.env import Batches, WorkerEnv
 from assynch.train.inputs import BATCH_COLUMNS
@@ -36,13 +37,17 @@ def run_local(
     *,
     sample_log: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainProgress:
-    """Train in-process; continues from the latest checkpoint in `run_folder` if there is one."""
+    """Train in-process on the shard sets of `train.shards` (checked like the Ray job does);
+    continues from the latest checkpoint in `run_folder` if there is one."""
+    sets = resolve_shard_sets(config.train.shards, config.storage)
+    config = config.model_copy(update={"train": config.train.model_copy(update={
+        "shards": sets.as_value()})})
     train = config.train
     run_folder = Path(run_folder)
     run_folder.mkdir(parents=True, exist_ok=True)
 
     def dataset(split: str, shuffle: bool) -> ShardDataset:
-        return ShardDataset(train.shards, split, batch_size=train.batch_size,
+        return ShardDataset(sets.urls, split, batch_size=train.batch_size,
                             storage=config.storage, columns=list(BATCH_COLUMNS),
                             shuffle=shuffle, seed=train.seed)
 

@@ -459,10 +459,11 @@ def _checkpoint_folder(rank: int) -> Iterator[str | None]:
 
 
 def _log_datasets(tracker: Tracker, config: AssynchConfig) -> None:
-    """The shard set as the run's dataset input (train and val), and the resolved config."""
+    """The shard sets as the run's dataset inputs (train and val), and the resolved config."""
     import yaml
 
     from assynch.shards.reader import read_manifest
+    from assynch.shards.sets import shard_entries
 
     with tempfile.TemporaryDirectory(prefix="assynch-config-") as folder:
         path = Path(folder) / "config.yaml"  # without the storage section (credentials)
@@ -470,10 +471,14 @@ def _log_datasets(tracker: Tracker, config: AssynchConfig) -> None:
                                        sort_keys=False))
         tracker.log_artifact(str(path), "config")
 
-    manifest = read_manifest(config.train.shards, config.storage)
-    tracker.log_shard_dataset(config.train.shards, config.train.train_split, manifest)
-    if config.train.val_split:
-        tracker.log_shard_dataset(config.train.shards, config.train.val_split, manifest)
+    splits = [config.train.train_split] + ([config.train.val_split] if config.train.val_split
+                                           else [])
+    urls = shard_entries(config.train.shards)  # resolved by the driver: no ROOT/* left
+    for url in urls:
+        manifest = read_manifest(url, config.storage)
+        for split in splits:  # with several sets, only those holding samples of the split
+            if len(urls) == 1 or manifest.get("splits", {}).get(split, {}).get("samples"):
+                tracker.log_shard_dataset(url, split, manifest)
 
 
 def _log_epoch(metrics: dict[str, float], select: str) -> None:

@@ -4,12 +4,11 @@ input and the fix (docs/TRAINING.md, "Errors")."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from assynch.config import AssynchConfig
 from assynch.errors import UserError
 from assynch.shards.format import ShardError
-from assynch.shards.reader import list_shards, read_manifest
+from assynch.shards.sets import ShardSets, resolve_shard_sets, shard_entries
 from assynch.storage import StorageError, check_writable, describe_storage, filesystem
 
 log = logging.getLogger(__name__)
@@ -18,38 +17,47 @@ log = logging.getLogger(__name__)
 SHARED_SECTIONS = ("time", "video", "audio")
 
 
-def read_shard_manifest(config: AssynchConfig) -> dict[str, Any]:
-    url = config.train.shards
+def read_shard_sets(config: AssynchConfig) -> ShardSets:
+    """The finished shard sets `train.shards` names, checked to share one contract."""
+    value = config.train.shards
     try:
-        return read_manifest(url, config.storage)
+        return resolve_shard_sets(value, config.storage)
     except UserError:
         raise
     except Exception as exc:  # unreachable endpoint, refused credentials, ...
+        where = ", ".join(describe_storage(url, config.storage) for url in shard_entries(value))
         raise StorageError(
-            f"cannot read the shards at {describe_storage(url, config.storage)}: "
-            f"{type(exc).__name__}: {exc}. Check train.shards and the storage endpoint and "
-            "credentials (storage.* or AWS_* variables)."
+            f"cannot read the shards at {where}: {type(exc).__name__}: {exc}. Check "
+            "train.shards and the storage endpoint and credentials (storage.* or AWS_* "
+            "variables)."
         ) from None
 
 
-def check_split(config: AssynchConfig, manifest: dict[str, Any], split: str, role: str) -> int:
-    """The number of samples in `split`; an error when it has none."""
-    url = config.train.shards
-    samples = int(manifest.get("splits", {}).get(split, {}).get("samples", 0))
-    files = list_shards(url, split, config.storage) if samples else []
+def check_split(config: AssynchConfig, sets: ShardSets, split: str, role: str) -> int:
+    """The number of samples in `split` over all sets; an error when it has none."""
+    samples = sets.samples(split)
+    files = sets.files(split, config.storage) if samples else []
     if not samples or not files:
-        counts = {name: info.get("samples", 0) for name, info in manifest.get("splits", {}).items()}
+        counts = {
+            shard_set.url: {name: info.get("samples", 0)
+                            for name, info in shard_set.manifest.get("splits", {}).items()}
+            for shard_set in sets.sets
+        }
+        shown = next(iter(counts.values())) if len(counts) == 1 else counts
         fix = ("set train.val_split=null to train without validation, or preprocess with a "
                "non-zero preprocess.splits.val" if role == "validation" else
                "preprocess more videos or change preprocess.splits")
         raise ShardError(
-            f"the {role} split {split!r} of {url} is empty (samples per split: {counts}); {fix}"
+            f"the {role} split {split!r} of {sets.describe()} is empty (samples per split: "
+            f"{shown}); {fix}"
         )
     return samples
 
 
-def check_time_base(config: AssynchConfig, manifest: dict[str, Any]) -> None:
-    made_with = manifest.get("config", {})
+def check_time_base(config: AssynchConfig, sets: ShardSets) -> None:
+    """The config's time/video/audio sections against the sets' (which agree with each other:
+    `resolve_shard_sets` checked that)."""
+    made_with = sets.first.manifest.get("config", {})
     ours = config.model_dump(mode="json", include=set(SHARED_SECTIONS))
     differences = [
         f"{section}.{key}={made_with[section].get(key)!r} (config: {value!r})"
@@ -59,7 +67,7 @@ def check_time_base(config: AssynchConfig, manifest: dict[str, Any]) -> None:
     ]
     if differences:
         raise ShardError(
-            f"the shards at {config.train.shards} were made with another time base or features "
+            f"the shards at {sets.describe()} were made with another time base or features "
             f"than this config: {', '.join(differences)}. Train with the config the shards were "
             "made with (its time/video/audio sections), or preprocess again with this one."
         )
@@ -96,19 +104,22 @@ def check_model_sources(config: AssynchConfig) -> None:
         ) from None
 
 
-def check_training_inputs(config: AssynchConfig) -> dict[str, Any]:
-    """Every check that needs no Ray; returns the shards' manifest."""
+def check_training_inputs(config: AssynchConfig) -> ShardSets:
+    """Every check that needs no Ray; returns the finished shard sets to read."""
     train = config.train
-    manifest = read_shard_manifest(config)
-    check_time_base(config, manifest)
-    check_split(config, manifest, train.train_split, "training")
+    sets = read_shard_sets(config)
+    if len(sets.sets) > 1:
+        log.info("training on %s: %d train samples", sets.describe(),
+                 sets.samples(train.train_split))
+    check_time_base(config, sets)
+    check_split(config, sets, train.train_split, "training")
     if train.val_split:
         if train.val_split == train.train_split:
             raise UserError(
                 f"train.val_split equals train.train_split ({train.val_split!r}); pick another "
                 "split or set train.val_split=null"
             )
-        check_split(config, manifest, train.val_split, "validation")
+        check_split(config, sets, train.val_split, "validation")
     check_storage_path(config)
     check_model_sources(config)
-    return manifest
+    return sets

@@ -1,6 +1,7 @@
 """The Dagster graph on the embedded default: every asset materialises by running its job
-module, a second run recomputes nothing, a step that fails once is retried alone, and a changed
-config recomputes only what depends on it."""
+module, a second run recomputes nothing, a step that fails once is retried alone, a changed
+config recomputes only what depends on it, a new batch partition retrains the model on every
+finished set, and the optional stage 1 (`encoders`) initialises the model."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from preprocess_support import good_clip
 
-from pipelines.dag import JobRunner, PipelineConfig, run_pipeline
+from pipelines.dag import VIDEO_BATCHES, JobRunner, PipelineConfig, run_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,17 +27,20 @@ class CountingRunner(JobRunner):
     def run(self, context: dg.AssetExecutionContext, module: str, args: Sequence[str]) -> None:
         calls = _calls.setdefault(self.label, [])
         calls.append(module)
+        _args.setdefault(self.label, []).append(list(args))
         if module in self.fail_once and calls.count(module) == 1:
             raise dg.Failure(f"{module}: injected failure (first attempt)")
         super().run(context, module, args)
 
 
 _calls: dict[str, list[str]] = {}
+_args: dict[str, list[list[str]]] = {}
 
 
 def pipeline_in(folder: Path, *extra: str) -> PipelineConfig:
     """The quickstart graph at its smallest: 4 clips of 20 s (with these split fractions:
-    2 train, 1 val, 1 test video), one short epoch, everything under `folder`."""
+    2 train, 1 val, 1 test video), one short epoch, everything under `folder`; batches of new
+    videos go to `folder/incoming/<batch>`."""
     return PipelineConfig(str(REPO / "configs" / "quickstart.yaml"), (
         f"preprocess.input={folder / 'clips'}",
         f"preprocess.output={folder / 'shards'}",
@@ -48,6 +53,7 @@ def pipeline_in(folder: Path, *extra: str) -> PipelineConfig:
         f"eval.output={folder / 'reports'}",
         "eval.bootstrap_resamples=50",
         f"dag.dagster_home={folder / 'dagster'}",
+        f"dag.incoming={folder / 'incoming'}",
         "dag.synthetic_clips.count=4",
         "dag.synthetic_clips.duration_sec=20",
         "dag.retry_delay_sec=0",
@@ -105,3 +111,54 @@ def test_a_changed_config_recomputes_only_what_depends_on_it(first_run) -> None:
     after = {o.name: o.data_version for o in changed}
     assert {k: after[k] for k in ("clips", "shards", "model")} == {
         k: before[k] for k in ("clips", "shards", "model")}
+
+
+def _mlflow(folder: Path):  # type: ignore[no-untyped-def]
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+
+
+def test_a_new_batch_partition_retrains_the_model_on_every_finished_set(first_run) -> None:  # type: ignore[no-untyped-def]
+    folder, _ = first_run
+    (folder / "incoming" / "b1").mkdir(parents=True)
+    good_clip(folder / "incoming" / "b1" / "b1-clip2.mp4", seed=3, duration_sec=20.0)  # train
+    with dg.DagsterInstance.from_config(str(folder / "dagster")) as instance:
+        instance.add_dynamic_partitions(VIDEO_BATCHES.name, ["b1"])  # what the sensor adds
+    run_pipeline(pipeline_in(folder), selection=["batch_shards"], partition_key="b1",
+                 runner=CountingRunner(label="batch"))
+    assert (folder / "shards" / "batches" / "b1" / "_manifest.json").is_file()
+
+    retrained = run_pipeline(pipeline_in(folder), selection=["clips", "shards", "model"],
+                             runner=CountingRunner(label="retrain"))
+    assert statuses(retrained) == {"clips": "unchanged", "shards": "unchanged",
+                                   "model": "computed"}
+    (args,) = _args["retrain"]
+    shards = args[args.index("--shards") + 1:][:2]
+    assert shards == [str(folder / "shards"), str(folder / "shards" / "batches" / "b1")]
+    model = {o.name: o for o in retrained}["model"]
+    assert model.metadata["batches"] == 1
+    inputs = _mlflow(folder).get_run(model.metadata["run_id"]).inputs.dataset_inputs
+    read = {tag.value for i in inputs for tag in i.tags if tag.key == "shards_url"}
+    assert str(folder / "shards" / "batches" / "b1") in read  # the job trained on the batch too
+
+
+def test_stage1_encoders_initialise_the_model(first_run) -> None:  # type: ignore[no-untyped-def]
+    folder, _ = first_run
+    pipeline = pipeline_in(folder, "dag.stage1.enabled=true", "dag.stage1.epochs=1",
+                           "dag.stage1.max_steps_per_epoch=2")
+    outcomes = run_pipeline(pipeline, selection=["clips", "shards", "encoders", "model"],
+                            runner=CountingRunner(label="stage1"))
+    assert statuses(outcomes) == {"clips": "unchanged", "shards": "unchanged",
+                                  "encoders": "computed", "model": "computed"}
+    assert _calls["stage1"] == ["pipelines.train", "pipelines.train"]
+    by_name = {o.name: o for o in outcomes}
+    encoders, model = by_name["encoders"], by_name["model"]
+    assert encoders.data_version == "as-synchformer-encoders/1"
+    client = _mlflow(folder)
+    stage1_params = client.get_run(encoders.metadata["run_id"]).data.params
+    assert stage1_params["train.objective"] == "segment_contrastive"
+    assert stage1_params["train.max_steps_per_epoch"] == "2"
+    model_params = client.get_run(model.metadata["run_id"]).data.params
+    assert model_params["model.init_from"] == "models:/as-synchformer-encoders/1"
+    assert model_params["train.objective"] == "offsets"

@@ -1,5 +1,6 @@
 """Incremental ingestion: a batch folder of new videos under an s3:// prefix (moto) becomes one
-new partition of `batch_shards`, and only that partition is preprocessed."""
+new partition of `batch_shards`, and only that partition is preprocessed; `model` depends on
+every partition, and what it trains on (and its fingerprint) grows with each finished one."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ import pytest
 from preprocess_support import good_clip
 
 from assynch.shards.reader import read_manifest
-from pipelines.dag import VIDEO_BATCHES, PipelineConfig, build_definitions, run_pipeline
+from pipelines.dag import (
+    VIDEO_BATCHES,
+    PipelineConfig,
+    build_definitions,
+    run_pipeline,
+    training_data,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,6 +69,11 @@ def test_a_new_batch_becomes_one_partition_and_only_it_is_preprocessed(
     run_pipeline(pipeline, selection=["batch_shards"], partition_key="2026-11-25")
     first = read_manifest(f"s3://{bucket}/shards/batches/2026-11-25", _storage(moto_s3))
     assert first["videos"] == 2
+    config = pipeline.load()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        one = training_data(instance, config)
+    assert one.shards == (config.train.shards, f"s3://{bucket}/shards/batches/2026-11-25")
+    assert one.job_args() == ["--shards", *one.shards]
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert isinstance(tick(pipeline, instance), dg.SkipReason)  # the batch is known now
@@ -75,6 +87,20 @@ def test_a_new_batch_becomes_one_partition_and_only_it_is_preprocessed(
     assert second["videos"] == 1  # only the new batch's video was preprocessed
     assert read_manifest(f"s3://{bucket}/shards/batches/2026-11-25", _storage(moto_s3)) == first
     assert [o.name for o in outcomes] == ["batch_shards"]
+
+    # The model (and stage 1) depend on every partition and train on every finished one: a new
+    # partition changes their fingerprint, an unchanged set of partitions does not.
+    definitions = build_definitions(PipelineConfig(pipeline.path, (
+        *pipeline.overrides, "dag.stage1.enabled=true")))
+    graph = {a.key.to_user_string(): a for a in definitions.assets}  # type: ignore[union-attr]
+    for name in ("encoders", "model"):
+        assert dg.AssetKey("batch_shards") in graph[name].dependency_keys, name
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        two = training_data(instance, config)
+        again = training_data(instance, config)
+    assert two.shards == (*one.shards, f"s3://{bucket}/shards/batches/2026-11-26")
+    assert two.fingerprint() != one.fingerprint()
+    assert again.fingerprint() == two.fingerprint()
 
 
 def _storage(moto_s3: Any) -> Any:
