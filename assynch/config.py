@@ -291,7 +291,8 @@ class TrainConfig(_Section):
     grad_clip_norm: float | None = Field(1.0, gt=0, description="clip the global grad norm")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast on the device")
     find_unused_parameters: bool | None = Field(
-        None, description="DDP flag; null: true for model kinds that leave parameters unused"
+        None, description="DDP flag; null: true (which parameters a step uses depends on its "
+        "batch for every kind)"
     )
     seed: int = 0
     resample_offsets: bool = Field(

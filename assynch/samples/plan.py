@@ -192,3 +192,8 @@ def cut_stream_sample(
             f"{audio.shape[0]} decoded samples; plan samples with the decoded duration"
         )
     return frames[first_frame:stop_frame], audio[first_sample:stop_sample]
+
+
+def source_video_uid(sample_id: str) -> str:
+    """The video a stream sample was cut from: sample ids are `{video_uid}-{index:03d}`."""
+    return sample_id.rsplit("-", 1)[0]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -31,11 +30,13 @@ from torch import Tensor
 from assynch.config import AssynchConfig
 from assynch.media.features import segment_mels
 from assynch.models import SegmentFeatures, StreamingModel, total_loss
+from assynch.models.contrastive import contrastive_offset_classes
 from assynch.models.regimes import apply_encoder_regime
 from assynch.samples.model_inputs import audio_segment_start_frames, batch_video_segments
 from assynch.samples.offsets import offset_grid_sec
 from assynch.samples.plan import segment_samples
 from assynch.shards.dataset import ShardDataset
+from assynch.train.inputs import source_ids
 
 FEATURE_COLUMNS = (
     "sample_id", "video_uid", "offset_sec", "offset_class", "audio_margin_sec", "frames", "mel",
@@ -77,9 +78,7 @@ class FeatureSet:
     def source_ids(self, index: Tensor) -> Tensor:
         """(B,) one integer per source video (streams of one video are not each other's
         contrastive negatives)."""
-        return torch.tensor(
-            [zlib.crc32(self.video_uids[int(i)].encode()) for i in index], dtype=torch.int64
-        )
+        return source_ids([self.sample_ids[int(i)] for i in index])
 
 
 def _all_class_audio_starts(
@@ -202,29 +201,6 @@ class TrainingCurve:
     wall_sec: float = 0.0
 
 
-def _contrastive_classes(
-    labels: Tensor, count: int, classes: int, generator: torch.Generator
-) -> tuple[Tensor, Tensor]:
-    """N other offset classes per sample for AS-Synchformer's contrastive loss, and their
-    hypotheses (the label under which each is in sync with the video).
-
-    The features of class c show the audio at absolute offset c, so the candidate is in sync
-    when the stream's label would be `label - (c - centre)`: its hypothesis. The in-sync audio
-    (class = centre) is always among the candidates of a stream whose own audio is not in sync,
-    so every stream has a positive; the others are drawn without replacement.
-    """
-    centre = classes // 2
-    chosen, hypotheses = [], []
-    for label in labels.tolist():
-        pool = [c for c in range(classes) if c not in (label, centre)]
-        order = torch.randperm(len(pool), generator=generator).tolist()
-        picked = ([centre] if label != centre else []) + [pool[i] for i in order]
-        picked = picked[:count]
-        chosen.append(picked)
-        hypotheses.append([label - (c - centre) for c in picked])
-    return torch.tensor(chosen), torch.tensor(hypotheses)
-
-
 def train_heads(
     model: StreamingModel,
     train: FeatureSet,
@@ -268,7 +244,8 @@ def train_heads(
         labels = torch.randint(classes, (settings.batch_size,), generator=generator)
         extra: tuple[Tensor, ...] = ()
         if uses_candidates:
-            chosen, hypotheses = _contrastive_classes(
+            # Every class is cached, so no stored margin bounds the cuts.
+            chosen, hypotheses = contrastive_offset_classes(
                 labels, settings.contrastive_candidates, classes, generator
             )
             extra = (train.candidates(index, chosen), hypotheses)

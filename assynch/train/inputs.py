@@ -27,7 +27,7 @@ from assynch.media.features import segment_mels
 from assynch.models.contrastive import contrastive_offset_classes, hypotheses_for_offsets
 from assynch.samples.model_inputs import audio_segment_start_frames, batch_video_segments
 from assynch.samples.offsets import offset_grid_sec
-from assynch.samples.plan import segment_samples
+from assynch.samples.plan import segment_samples, source_video_uid
 
 BATCH_COLUMNS = ("sample_id", "offset_sec", "offset_class", "audio_margin_sec", "frames", "mel")
 _CUTS_STREAM = 1  # keeps draw_contrastive_classes' random stream apart from draw_offset_classes'
@@ -157,6 +157,16 @@ class ModelInputs:
     offset_class: Tensor  # (B,) the label the inputs show
     contrastive_audio: Tensor | None = None  # (B, W, N, S, M, segment frames)
     contrastive_hypotheses: Tensor | None = None  # (B, N): the label under which each is in sync
+    source_ids: Tensor | None = None  # (B,) one id per source video (not each other's negatives)
+
+
+def source_ids(sample_ids: Sequence[str]) -> Tensor:
+    """(B,) an integer per source video: streams cut from one video share it, so the contrastive
+    loss never takes one as the other's negative (their relative timing is unknown)."""
+    return torch.tensor(
+        [zlib.crc32(source_video_uid(sample_id).encode()) for sample_id in sample_ids],
+        dtype=torch.int64,
+    )
 
 
 def to_model_inputs(
@@ -197,6 +207,7 @@ def to_model_inputs(
         video=batch_video_segments(frames, config.time, config.video),
         audio=torch.stack([cut[0] for cut in cuts]).to(device, non_blocking=True),
         offset_class=labels.to(device),
+        source_ids=source_ids(batch.sample_id).to(device),
     )
     if contrastive_classes is not None:
         candidates = torch.stack([cut[1:].transpose(0, 1) for cut in cuts])  # (B, W, N, ...)

@@ -181,7 +181,8 @@ def train_epoch(
         with sync:
             with autocast:
                 losses = ddp(inputs.video, inputs.audio, inputs.offset_class,
-                             inputs.contrastive_audio, inputs.contrastive_hypotheses)
+                             inputs.contrastive_audio, inputs.contrastive_hypotheses,
+                             inputs.source_ids)
             (losses["total"] * weight / train.grad_accum_steps).backward()
         for name, value in losses.items():
             if name != "logits":
@@ -287,7 +288,8 @@ def evaluate(
         batch = StreamBatch.from_columns(columns)
         inputs = to_model_inputs(batch, config, device=env.device)
         with autocast:
-            losses = objective(inputs.video, inputs.audio, inputs.offset_class)
+            losses = objective(inputs.video, inputs.audio, inputs.offset_class,
+                               source_ids=inputs.source_ids)
         for name, value in losses.items():
             if name != "logits":
                 loss_sums[name] = loss_sums.get(name, 0.0) + float(value) * len(batch)

@@ -25,9 +25,10 @@ class TrainingObjective(nn.Module):
     def forward(
         self, video: Tensor, audio: Tensor, offset_class: Tensor,
         contrastive_audio: Tensor | None = None, contrastive_hypotheses: Tensor | None = None,
+        source_ids: Tensor | None = None,
     ) -> dict[str, Tensor]:
         return compute_losses(self.model, video, audio, offset_class, self.config,
-                              contrastive_audio, contrastive_hypotheses)
+                              contrastive_audio, contrastive_hypotheses, source_ids)
 
 
 def contrastive_cuts(config: AssynchConfig) -> int:
@@ -46,6 +47,7 @@ def compute_losses(
     model: StreamingModel, video: Tensor, audio: Tensor, offset_class: Tensor,
     config: AssynchConfig, contrastive_audio: Tensor | None = None,
     contrastive_hypotheses: Tensor | None = None,
+    source_ids: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """The loss terms of one batch for `train.objective` (each term separately, plus "total").
 
@@ -60,7 +62,7 @@ def compute_losses(
         loss = model.snapshot.segment_contrastive_loss(*windows)
         return {"segment_contrastive": loss, "total": loss}
     output = model(video, audio, contrastive_audio, contrastive_hypotheses)
-    losses = total_loss(output, offset_class, config.model.losses)
+    losses = total_loss(output, offset_class, config.model.losses, source_ids)
     return {**losses, "logits": output.logits}
 
 

@@ -64,3 +64,15 @@ def test_config_default_and_limit() -> None:
                        ["train.contrastive_cuts=10"]).train.contrastive_cuts == 10
     with pytest.raises(ConfigError, match="contrastive_cuts"):
         load_config(REPO / "configs" / "tiny.yaml", ["train.contrastive_cuts=11"])
+
+
+def test_streams_of_one_video_share_a_source_id_so_they_are_not_negatives() -> None:
+    """The training inputs carry one source id per video (sample ids are `{video_uid}-NNN`),
+    which the contrastive loss uses to keep streams of the same video apart."""
+    from assynch.samples.plan import source_video_uid
+    from assynch.train.inputs import source_ids
+
+    assert source_video_uid("ego-4d_clip-7-012") == "ego-4d_clip-7"
+    ids = source_ids(["a-000", "a-001", "b-000", "a-b-000"])
+    assert ids[0] == ids[1]
+    assert len({int(ids[0]), int(ids[2]), int(ids[3])}) == 3
