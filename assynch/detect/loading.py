@@ -85,12 +85,21 @@ def load_checkpoint(path: str, base_config: AssynchConfig) -> LoadedModel:
 def load_registered(uri: str, config: AssynchConfig) -> LoadedModel:
     """`models:/...`, `runs:/...` or an `s3://` checkpoint through `assynch.tracking` (MLflow is
     imported only here, so `--checkpoint` runs start without it)."""
-    from assynch.tracking import load_streaming_model
+    from assynch.tracking import load_streaming_model, resolve_tracking_uri
 
     try:
-        model, model_config = load_streaming_model(
-            uri, tracking_uri=config.tracking.tracking_uri
-        )
+        tracking = resolve_tracking_uri(config)
+        if uri.startswith(("models:/", "runs:/")) and tracking.startswith("sqlite:///"):
+            database = Path(tracking.removeprefix("sqlite:///"))
+            if not database.is_file():  # MLflow would create an empty one in the user's folder
+                raise ModelLoadError(
+                    f"--model {uri}: there is no MLflow database at {database} (tracking URI "
+                    f"{tracking}); set tracking.tracking_uri or MLFLOW_TRACKING_URI to the "
+                    f"registry, or pass --checkpoint PATH"
+                )
+        model, model_config = load_streaming_model(uri, tracking_uri=tracking)
+    except ModelLoadError:
+        raise
     except UserError as exc:
         raise ModelLoadError(f"--model {uri}: {exc}") from None
     except Exception as exc:  # the registry's own errors: one line naming the model

@@ -77,14 +77,29 @@ def test_a_bad_video_is_one_line_and_exit_2(
     assert str(media[case]) in line and words in line, line
 
 
+@pytest.fixture(scope="module")
+def empty_registry(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An MLflow SQLite store with no registered model."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    MlflowClient(uri, registry_uri=uri).search_registered_models()
+    return uri
+
+
 @pytest.mark.parametrize(("args", "words"), [
     (["--checkpoint", "/nonexistent/model.pt"], "no such file"),
-    (["--model", "models:/nobody@champion"], "needs assynch.tracking"),
-    ([], "no model given"),
+    (["--model", "ftp://host/model.pt"], "unknown model URI"),
+    (["--model", "models:/nobody@champion", "--set",
+      "tracking.tracking_uri=sqlite:////nonexistent/mlflow.db"], "no MLflow database"),
+    (["--model", "models:/nobody@champion", "--set", "tracking.tracking_uri=REGISTRY"],
+     "no registered model named 'nobody'"),
+    (["--set", "tracking.tracking_uri=REGISTRY"], "no model given"),
 ])
 def test_an_unknown_model_is_one_line_and_exit_2(
-    media: dict[str, Path], args: list[str], words: str
+    media: dict[str, Path], empty_registry: str, args: list[str], words: str
 ) -> None:
+    args = [a.replace("=REGISTRY", f"={empty_registry}") for a in args]
     code, _, stderr = detect(str(media["good"]), *args)
     assert code == 2
     assert words in one_error_line(stderr)
