@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,14 @@ def _describe(exc: Exception) -> str:
     return text if len(text) > 12 else f"unreadable: {type(exc).__name__} {text}".strip()
 
 
+def _is_torch_file(file: Path) -> bool:
+    """torch.save's zip format, or its legacy pickle (protocol 2+ starts with 0x80)."""
+    if zipfile.is_zipfile(file):
+        return True
+    with file.open("rb") as handle:
+        return handle.read(1) == b"\x80"
+
+
 def load_checkpoint(path: str, base_config: AssynchConfig) -> LoadedModel:
     """An assynch checkpoint, or failing that a Synchformer-format one (into a snapshot model)."""
     file = Path(path).expanduser()
@@ -63,6 +72,11 @@ def load_checkpoint(path: str, base_config: AssynchConfig) -> LoadedModel:
         return LoadedModel(model, config, f"checkpoint {path} ({config.model.kind})")
     except Exception as first:  # torch.load raises many kinds on a file that is no checkpoint
         assynch_problem = _describe(first)
+    if not _is_torch_file(file):  # do not build a (full-size) model for a text file
+        raise ModelLoadError(
+            f"--checkpoint {path}: neither an assynch checkpoint ({assynch_problem}) nor a "
+            f"Synchformer checkpoint (not a file written by torch.save)"
+        )
     config = base_config.model_copy(
         update={"model": base_config.model.model_copy(
             update={"kind": "snapshot", "pretrained_checkpoint": None}

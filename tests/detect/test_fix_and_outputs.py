@@ -9,8 +9,8 @@ from pathlib import Path
 import av
 import jsonschema
 import numpy as np
+from detect_media import flash_beep_clip
 from media_files import beep_onsets_sec, flash_frame_indices
-from tiny_detector import flash_beep_clip
 from typer.testing import CliRunner
 
 from assynch.cli import app
