@@ -124,3 +124,13 @@ def test_a_batch_reports_the_bad_file_and_goes_on(
     assert documents[0]["windows"] == 1 and documents[2]["windows"] == 1
     assert code == 2
     assert str(media["truncated"]) in one_error_line(stderr)
+
+
+def test_a_folder_is_a_batch_with_a_table(media: dict[str, Path], random_checkpoint: Path) -> None:
+    code, stdout, stderr = detect(str(media["good"].parent), "--checkpoint",
+                                  str(random_checkpoint))
+    assert code == 2  # some of them are bad
+    # the five .mp4 files (sound.m4a has no video suffix); all but good.mp4 are errors
+    assert "assynch detect: 5 videos" in stdout, stdout
+    assert stdout.count("error") == 4, stdout
+    assert len([line for line in stderr.splitlines() if line.startswith("error:")]) == 4
