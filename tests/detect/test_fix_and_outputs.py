@@ -105,3 +105,18 @@ def test_an_s3_url_is_read_through_the_storage_config(
     document = json.loads(result.stdout)
     assert document["video"] == f"s3://{bucket}/videos/remote.mp4"
     assert document["windows"] == 2 and document["duration_sec"] == 8.0
+
+
+def test_an_undecided_video_is_not_fixed_without_a_shift(
+    random_checkpoint: Path, tmp_path: Path
+) -> None:
+    clip = flash_beep_clip(tmp_path / "clip.mp4", 8.0, seed=6)
+    runner = CliRunner()
+    checked = runner.invoke(app, ["detect", str(clip), "--checkpoint", str(random_checkpoint)])
+    assert checked.exit_code == 4, checked.stdout  # the untrained model cannot tell
+    fixed = tmp_path / "fixed.mp4"
+    result = runner.invoke(app, ["detect", str(clip), "--checkpoint", str(random_checkpoint),
+                                 "--fix", str(fixed)])
+    assert result.exit_code == 2 and not fixed.exists()
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "undecided" in lines[0] and "--shift" in lines[0], lines
