@@ -421,3 +421,248 @@ def train(ctx: typer.Context) -> None:
     code = run_job_module("train", ctx.args)
     if code != 0:
         raise typer.Exit(code=code)
+
+
+# --- detect: the sync of whole videos, with a timeline, drift segments and a fixed copy -------
+
+
+@app.command("detect")
+def detect(
+    videos: Annotated[
+        list[str],
+        typer.Argument(help="Video files, folders of videos, or s3:// URLs of videos."),
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/..., or a "
+                     "checkpoint path. Default: tracking.registered_model @champion, else "
+                     "@candidate."),
+    ] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option("--checkpoint", help="A local assynch or Synchformer-format checkpoint."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document per video on stdout (JSON lines).")
+    ] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="PNG of offset probability over time (a folder for several "
+                     "videos)."),
+    ] = None,
+    fix: Annotated[
+        Path | None,
+        typer.Option("--fix", help="Write a copy with the audio moved into sync (a folder for "
+                     "several videos)."),
+    ] = None,
+    shift: Annotated[
+        float | None,
+        typer.Option("--shift", help="With --fix: delay the audio by SEC (negative: advance) "
+                     "instead of the detected offset."),
+    ] = None,
+    context: Annotated[
+        str,
+        typer.Option("--context", help="Windows each prediction sees: 'trained' (the model's "
+                     "windows per stream sample), a number, or 'all' (one state through the "
+                     "whole video)."),
+    ] = "trained",
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Check the audio-visual sync of whole videos (exit 0 in sync, 3 out of sync, 4 undecided,
+    2 error) and optionally plot the timeline and write a corrected copy."""
+    code = user_errors(_detect)(
+        videos, model, checkpoint, as_json, plot, fix, shift, context, config, set_
+    )
+    raise typer.Exit(code=code)
+
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".m4v", ".webm", ".avi", ".ts", ".mts", ".flv")
+
+
+def _expand_videos(arguments: list[str]) -> list[str]:
+    videos: list[str] = []
+    for argument in arguments:
+        path = Path(argument)
+        if "://" not in argument and path.is_dir():
+            found = sorted(
+                str(p) for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith(".")
+            )
+            if not found:
+                raise UserError(f"{argument}: the folder holds no video "
+                                f"({', '.join(VIDEO_SUFFIXES)})")
+            videos.extend(found)
+        else:
+            videos.append(argument)
+    return videos
+
+
+def _parse_context(text: str) -> int | None | str:
+    if text in ("trained", "all"):
+        return None if text == "all" else "trained"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"--context {text}: pass 'trained', 'all' or a number of windows >= 1")
+    return value
+
+
+def _output_for(option: Path, video: str, many: bool, suffix: str) -> Path:
+    if not many:
+        return option
+    stem = Path(video.rstrip("/").split("/")[-1]).stem
+    return option / f"{stem}{suffix}"
+
+
+def _detect(
+    videos: list[str], model_uri: str | None, checkpoint: str | None, as_json: bool,
+    plot: Path | None, fix: Path | None, shift: float | None, context_text: str,
+    config: Path | None, overrides: list[str] | None,
+) -> int:
+    import json
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from assynch.detect.loading import resolve_model
+    from assynch.detect.report import batch_exit_code, error_document
+
+    context = _parse_context(context_text)
+    if shift is not None and fix is None:
+        raise UserError("--shift needs --fix OUT (it sets the shift of the corrected copy)")
+    sources = _expand_videos(videos)
+    many = len(sources) > 1
+    cfg = config_from_options(config, overrides)
+    loaded = resolve_model(cfg, model_uri=model_uri, checkpoint=checkpoint)
+    storage = cfg.storage.fsspec_options()
+    outcomes: list[tuple[str, Any]] = []  # (source, report or error message)
+    codes = []
+    for source in sources:
+        try:
+            with Progress(
+                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[done]}"),
+                TimeRemainingColumn(), console=console, transient=True,
+            ) as progress:
+                task = progress.add_task(f"detect {source}", total=None, done="")
+
+                def on_progress(done: float, total: float | None, task: Any = task,
+                                progress: Any = progress) -> None:
+                    progress.update(task, completed=done, total=total,
+                                    done=f"{done:.0f}/{total or 0:.0f} s")
+
+                report = _detect_one(
+                    source, loaded, context, storage, on_progress,
+                    None if plot is None else _output_for(plot, source, many, ".png"),
+                    None if fix is None else _output_for(
+                        fix, source, many, f".fixed{Path(source).suffix or '.mp4'}"),
+                    shift,
+                )
+        except UserError as exc:
+            if _state["debug"]:
+                raise
+            codes.append(2)
+            outcomes.append((source, str(exc)))
+            if as_json:
+                typer.echo(json.dumps(error_document(source, str(exc))))
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            continue
+        codes.append(report.exit_code)
+        outcomes.append((source, report))
+        if as_json:
+            typer.echo(json.dumps(report.as_dict()))
+        elif not many:
+            _print_report(report)
+    if many and not as_json:
+        _print_batch(outcomes)
+    return batch_exit_code(codes)
+
+
+def _detect_one(
+    source: str, loaded: Any, context: int | None | str, storage: dict[str, Any],
+    on_progress: Callable[[float, float | None], None], plot: Path | None, fix: Path | None,
+    shift: float | None,
+) -> Any:
+    from assynch.detect.fix import Shift, shifts_from_segments, write_fixed_copy
+    from assynch.detect.plot import plot_report
+    from assynch.detect.run import detect_video
+
+    report = detect_video(source, loaded, context=context, storage_options=storage,
+                          on_progress=on_progress)
+    if plot is not None:
+        plot_report(report, plot)
+    if fix is not None:
+        if "://" in source:
+            raise UserError(f"{source}: --fix needs a local file; download it first")
+        analysis = report.analysis
+        if shift is not None:
+            shifts = [Shift(0.0, report.duration_sec, shift)]
+        elif analysis.verdict == "undecided":
+            raise UserError(
+                f"{source}: the offset is undecided ({analysis.reason}); not writing --fix "
+                f"{fix}. Pass --shift SEC to force a shift"
+            )
+        elif analysis.verdict == "drifting":
+            shifts = shifts_from_segments(analysis.segments, report.duration_sec)
+        else:
+            shifts = [Shift(0.0, report.duration_sec, float(analysis.offset_sec or 0.0))]
+        report.fix = write_fixed_copy(source, fix, shifts)
+    return report
+
+
+def _print_report(report: Any) -> None:
+    from rich.table import Table
+
+    out = Console()
+    analysis = report.analysis
+    offset = "-" if analysis.offset_sec is None else f"{analysis.offset_sec:+.1f} s"
+    out.print(f"[bold]{report.source}[/]: [bold]{analysis.verdict}[/] — offset {offset} "
+              f"(+ = audio early), confidence {analysis.confidence:.2f}; {analysis.reason}",
+              highlight=False)
+    out.print(f"{report.results.count} windows ({analysis.evidence_windows} with sound and "
+              f"motion) over {report.duration_sec:.1f} s; {report.model}; "
+              f"{report.results.wall_sec:.1f} s wall, "
+              f"{report.duration_sec / max(report.results.wall_sec, 1e-9):.1f}x real time",
+              highlight=False)
+    segments = Table(title="segments of constant offset")
+    for column in ("start (s)", "end (s)", "offset (s)", "confidence", "evidence windows"):
+        segments.add_column(column, justify="right")
+    for s in analysis.segments:
+        segments.add_row(f"{s.start_sec:.1f}", f"{s.end_sec:.1f}", f"{s.offset_sec:+.1f}",
+                         f"{s.confidence:.2f}", str(s.evidence_windows))
+    out.print(segments)
+    timeline = Table(title="timeline (one row per window)")
+    for column in ("window", "start (s)", "offset (s)", "confidence", "audio dB", "motion",
+                   "evidence"):
+        timeline.add_column(column, justify="right")
+    for row in report.timeline():
+        timeline.add_row(str(row["index"]), f"{row['start_sec']:.1f}", f"{row['offset_sec']:+.1f}",
+                         f"{row['confidence']:.2f}", f"{row['audio_db']:.0f}",
+                         f"{row['motion']:.1f}", "yes" if row["evidence"] else "no")
+    out.print(timeline)
+    if report.fix is not None:
+        shifts = ", ".join(f"{s['shift_sec']:+.2f} s from {s['start_sec']:.1f} s"
+                           for s in report.fix["shifts"])
+        out.print(f"wrote {report.fix['path']} (audio delayed by {shifts}; video copied)",
+                  highlight=False)
+
+
+def _print_batch(outcomes: list[tuple[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"assynch detect: {len(outcomes)} videos")
+    for column in ("video", "verdict", "offset (s)", "confidence", "segments", "duration (s)"):
+        table.add_column(column)
+    for source, report in outcomes:
+        if isinstance(report, str):
+            table.add_row(source, "[red]error[/] (exit 2, reason above)", "", "", "", "")
+            continue
+        analysis = report.analysis
+        table.add_row(
+            source, analysis.verdict,
+            "-" if analysis.offset_sec is None else f"{analysis.offset_sec:+.1f}",
+            f"{analysis.confidence:.2f}", str(len(analysis.segments)),
+            f"{report.duration_sec:.1f}",
+        )
+    Console().print(table)

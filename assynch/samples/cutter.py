@@ -41,7 +41,7 @@ class CutSample:
     audio_start_sec: float
 
 
-class _IndexedBuffer:
+class IndexedBuffer:
     """Contiguous items [start, stop) of one stream, kept as the pieces they arrived in."""
 
     def __init__(self) -> None:
@@ -132,8 +132,8 @@ class StreamSampleCutter:
                     f"sample {audio_first}); plan samples with plan_stream_samples"
                 )
         self._relative_window_starts = window_starts_sec(time)
-        self._frames = _IndexedBuffer()
-        self._audio = _IndexedBuffer()
+        self._frames = IndexedBuffer()
+        self._audio = IndexedBuffer()
         self._pending = list(range(len(self.plans)))
         self._finished: dict[int, CutSample] = {}
         self._next_out = 0
@@ -192,8 +192,8 @@ class StreamSampleCutter:
         for index in self._pending:
             self._lose(index, "the video or its audio ends before the sample does")
         self._pending = []
-        self._frames = _IndexedBuffer()
-        self._audio = _IndexedBuffer()
+        self._frames = IndexedBuffer()
+        self._audio = IndexedBuffer()
         return self._release()
 
     def _lose(self, index: int, why: str) -> None:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from assynch.config import AudioFeatures, TimeBase, VideoFeatures
-from assynch.media.features import segment_mels
+from assynch.media.features import normalised_log_mel, segment_mels
 from assynch.samples.plan import sample_frames, segment_samples, window_hop_frames
 
 
@@ -106,3 +106,61 @@ def stream_sample_to_model_inputs(
         segment_samples=segment_samples(time),
     )
     return video_tensor, audio_tensor
+
+
+# Inference reads windows straight from a decoded video. Its audio margin only has to cover the
+# STFT support around a segment's first and last mel frame (n_fft = 1024 samples, centred: 32 ms
+# each side), so the mel frames the segments take equal those of a stored sample's mel.
+INFERENCE_AUDIO_MARGIN_SEC = 0.04
+
+
+def windows_audio_span(
+    first_frame: int, windows: int, time: TimeBase, audio_margin_sec: float
+) -> tuple[int, int]:
+    """[first, stop) audio samples that `windows_to_model_inputs` needs for `windows`
+    consecutive windows (hop `time.stream_hop_sec`) whose first one starts at `first_frame`."""
+    span_frames = (windows - 1) * window_hop_frames(time) + time.window_frames
+    start = int(round(first_frame / time.fps * time.sample_rate))
+    stop = int(round((first_frame + span_frames) / time.fps * time.sample_rate))
+    margin = int(round(audio_margin_sec * time.sample_rate))
+    return start - margin, stop + margin
+
+
+def windows_to_model_inputs(
+    frames_u8: np.ndarray | Tensor,
+    audio_samples: np.ndarray | Tensor,
+    *,
+    time: TimeBase,
+    video: VideoFeatures,
+    audio: AudioFeatures,
+    audio_margin_sec: float = INFERENCE_AUDIO_MARGIN_SEC,
+) -> tuple[Tensor, Tensor]:
+    """Model inputs of consecutive windows of a video as it is (no offset applied): inference.
+
+    `frames_u8` (T, H, W, 3) starts at the first window's first frame and covers whole windows
+    (T >= (n - 1) * hop + window frames decides n); `audio_samples` is the mono audio of
+    `windows_audio_span` (the same span plus `audio_margin_sec` each side). Exactly what
+    training builds: the normalised log-mel of one continuous signal, segments cut with
+    `stream_sample_to_model_inputs` as for a stored sample of n windows with offset 0.
+    Returns video (n, S, 16, 3, H, W) and audio (n, S, n_mels, 66).
+    """
+    frames = np.asarray(frames_u8)
+    hop = window_hop_frames(time)
+    if frames.shape[0] < time.window_frames:
+        raise ValueError(
+            f"{frames.shape[0]} frames hold no whole window of {time.window_frames} frames"
+        )
+    windows = (frames.shape[0] - time.window_frames) // hop + 1
+    first, stop = windows_audio_span(0, windows, time, audio_margin_sec)
+    signal = torch.as_tensor(np.asarray(audio_samples))
+    if signal.ndim != 1 or signal.shape[0] < stop - first:
+        raise ValueError(
+            f"audio must be mono with at least {stop - first} samples for {windows} windows and "
+            f"a margin of {audio_margin_sec} s, got {tuple(signal.shape)}"
+        )
+    mel = normalised_log_mel(signal[: stop - first], audio, time.sample_rate)
+    span_time = time.model_copy(update={"windows_per_sample": windows})
+    return stream_sample_to_model_inputs(
+        frames[: sample_frames(span_time)], mel, time=span_time, video=video, audio=audio,
+        audio_margin_sec=audio_margin_sec, stored_offset_sec=0.0,
+    )
