@@ -349,6 +349,10 @@ def run_level(level: str, args: argparse.Namespace, device: str) -> dict[str, An
         for split in ("train", "val", "test")
     }
     walls["encode"] = time.perf_counter() - started
+    if args.save_features:  # (train, test) for benchmarks/contrastive_probe.py and experiments
+        out = Path(args.save_features)
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save((features["train"], features["test"]), out / f"features_{level}.pt")
     counts = {split: {"samples": len(f), "clips": len(set(f.video_uids))}
               for split, f in features.items()}
     log.info("%s: %s", level, counts)
@@ -562,6 +566,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", default=None)
     parser.add_argument("--plots", default=None)
+    parser.add_argument("--save-features", default=None,
+                        help="folder for each level's cached (train, test) features")
     args = parser.parse_args(argv)
     for key, value in SCALES[args.scale].items():
         if getattr(args, key) is None:
