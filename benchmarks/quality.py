@@ -197,13 +197,6 @@ def with_encoders(model: StreamingModel, encoders: StreamingModel) -> StreamingM
     return model
 
 
-def to_device(features: FeatureSet, device: str) -> FeatureSet:
-    return FeatureSet(
-        features.visual.to(device), features.audio.to(device),
-        features.stored_class, features.sample_ids, features.video_uids, features.encode_sec,
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # Scoring
 
@@ -217,13 +210,6 @@ class Scored:
 def score(probs: torch.Tensor, targets: torch.Tensor) -> Scored:
     probs, targets = probs.float().cpu(), targets.cpu()
     return Scored(offset_metrics(probs[:, -1], targets), streaming_metrics(probs, targets))
-
-
-def apa_probs(window_probs: torch.Tensor) -> torch.Tensor:
-    """The snapshot's per-window probabilities averaged over the windows seen (APA with
-    `model.apa_average: probabilities`, as AveragedPredictionStream computes it)."""
-    seen = torch.arange(1, window_probs.shape[1] + 1, device=window_probs.device)
-    return window_probs.cumsum(dim=1) / seen.view(1, -1, 1)
 
 
 def onset_peer(config: AssynchConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -328,7 +314,7 @@ def regime_runs(
             probs, targets = predictions.probs, predictions.targets
         else:
             fresh = encode_split(model, shards, "test", config)
-            predictions = predict_all_offsets(model, to_device(fresh, device))
+            predictions = predict_all_offsets(model, fresh)
             probs, targets = predictions.probs, predictions.targets
         scored = score(probs, targets)
         results[regime] = {"final": scored.final, "train_loss": losses, "train_sec": wall}
@@ -345,7 +331,7 @@ def run_level(level: str, args: argparse.Namespace, device: str) -> dict[str, An
     walls["stage1"] = time.perf_counter() - started
     started = time.perf_counter()
     features = {
-        split: to_device(encode_split(encoders, shards, split, config), device)
+        split: encode_split(encoders, shards, split, config)  # on the encoders' device
         for split in ("train", "val", "test")
     }
     walls["encode"] = time.perf_counter() - started
@@ -375,7 +361,12 @@ def run_level(level: str, args: argparse.Namespace, device: str) -> dict[str, An
             log.info("%s %s seed %d: test %s (train %.0f s)", level, name, seed,
                      {k: round(v, 3) for k, v in result["final"].items()}, history["train_sec"])
             if name == "snapshot":
-                apa = score(apa_probs(predictions.probs), predictions.targets)
+                # APA is the same weights with their predictions averaged over the windows seen.
+                averaged = build_model(load_config(args.config, ["model.kind=apa",
+                                                                 *MODEL_OVERRIDES])).to(device)
+                averaged.load_state_dict(model.state_dict())
+                apa_predictions = predict_all_offsets(averaged, features["test"])
+                apa = score(apa_predictions.probs, apa_predictions.targets)
                 systems.setdefault("apa", {"seeds": []})["seeds"].append(
                     {**asdict(apa), **history, "seed": seed}
                 )

@@ -18,7 +18,6 @@ Plain torch; no Ray, MLflow or decoding.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from assynch.samples.offsets import offset_grid_sec
 from assynch.samples.plan import segment_samples
 from assynch.shards.dataset import ShardDataset
 from assynch.train.inputs import source_ids
+from assynch.train.optim import build_scheduler
 
 FEATURE_COLUMNS = (
     "sample_id", "video_uid", "offset_sec", "offset_class", "audio_margin_sec", "frames", "mel",
@@ -223,13 +223,13 @@ def train_heads(
         parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
 
-    def schedule(step: int) -> float:
-        if step < settings.warmup_steps:
-            return (step + 1) / settings.warmup_steps
-        progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
-        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    # The trainer's warm-up + cosine schedule, decaying to 2% of the peak rate.
+    schedule = config.train.model_copy(update={
+        "learning_rate": settings.learning_rate,
+        "min_learning_rate": 0.02 * settings.learning_rate,
+        "warmup_steps": settings.warmup_steps,
+    })
+    scheduler = build_scheduler(optimizer, total_steps=settings.steps, train=schedule)
     classes = train.num_classes
     curve = TrainingCurve()
     window: list[float] = []
