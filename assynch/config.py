@@ -243,6 +243,11 @@ class ModelConfig(_Section):
     apa_average: Literal["probabilities", "logits"] = Field(
         "probabilities", description="APA: average the windows' softmax outputs, or their logits"
     )
+    lag_correlation: bool = Field(
+        True,
+        description="the sync transformer also scores each offset class by the similarity of "
+        "visual and audio tokens that many seconds apart (docs/MODELS.md, 'Lag correlation')",
+    )
     encoder_regime: Literal["frozen", "partial", "full"] = "full"
     trainable_encoder_blocks: int = Field(
         2, ge=0, description="with encoder_regime=partial: how many last blocks train"

@@ -38,6 +38,7 @@ from torch.nn import functional as F
 from assynch.config import AssynchConfig, ConfigError
 from assynch.models.layers import encoder_layer, init_vit_weights
 from assynch.models.losses import bounded_logit_scale, logit_scale_parameter
+from assynch.models.snapshot import token_times
 from assynch.models.streaming import StreamingModel, StreamOutput, StreamState
 
 TIME_FREQUENCIES = 16
@@ -48,23 +49,6 @@ def time_features(times_sec: torch.Tensor) -> torch.Tensor:
     periods = torch.logspace(math.log10(0.16), 1.0, TIME_FREQUENCIES, dtype=torch.float64)
     angle = 2 * math.pi * times_sec.double()[:, None] / periods[None, :]
     return torch.cat((angle.sin(), angle.cos()), dim=-1).float()
-
-
-def token_times(config: AssynchConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seconds from the window start of each dense visual and audio token (segment-major)."""
-    time, model, audio = config.time, config.model, config.audio
-    segment_starts = torch.arange(time.segments_per_window) * time.segment_stride_sec
-    visual = model.visual_encoder
-    tubelet_sec = visual.tubelet_frames / time.fps
-    visual_offsets = (torch.arange(visual.out_tokens) + 0.5) * tubelet_sec
-    mel_sec = audio.hop_length / time.sample_rate
-    sound = model.audio_encoder
-    stride = sound.patch_stride or sound.patch_size
-    audio_offsets = (torch.arange(sound.out_tokens) * stride + sound.patch_size / 2) * mel_sec
-    return (
-        (segment_starts[:, None] + visual_offsets[None, :]).flatten(),
-        (segment_starts[:, None] + audio_offsets[None, :]).flatten(),
-    )
 
 
 def _unit_gain(linear: nn.Linear) -> None:
@@ -338,8 +322,10 @@ class ASSynchformer(StreamingModel):
         audio_picks, _ = self._select_audio(audio, state["audio"], state["valid"])
         tokens = self.fuse_norm(self.fuse_visual(visual_picks) + self.fuse_audio(audio_picks))
         extra, extra_valid = self._history_tokens(state)
-        off = self.snapshot.sync(visual, audio, extra=extra, extra_valid=extra_valid)[:, 0]
-        snapshot_logits = self.snapshot.sync.off_head(off)
+        hidden, snapshot_logits = self.snapshot.sync.predict(
+            visual, audio, extra=extra, extra_valid=extra_valid
+        )
+        off = hidden[:, 0]
         belief = snapshot_logits.float().softmax(dim=-1).to(off.dtype)
         summary = self.summary_norm(self.summary(off) + self.belief_embed(belief))
         valid = state["valid"]

@@ -3,7 +3,14 @@
     video (B, S, 16, 3, H, W) -> visual encoder -> (B, S, 8, Dv) -> visual_proj -+
     audio (B, S, n_mels, T)    -> audio encoder  -> (B, S, 6, Da) -> audio_proj  -+
     -> sync transformer over [OFF, S*8 visual, MOD, S*6 audio] (learned positions,
-       per-modality LayerNorm) -> head(OFF)
+       per-modality LayerNorm) -> head(OFF) (+ lag-correlation evidence, below)
+
+Lag correlation (`model.lag_correlation`, docs/MODELS.md): besides reading OFF, the sync
+transformer scores each offset class directly, SyncNet-style, by the mean similarity of the
+visual and audio tokens that lie that class's offset apart in time (a fixed kernel over the
+tokens' time stamps, learned projections). The evidence vector is added to OFF's input and to
+the logits. It is what lets a sync module trained from scratch leave the chance plateau within
+a CPU budget (docs/BENCHMARKS.md, "Quality benchmark"); with it off, the module is Synchformer's.
 
 The streaming models reuse every part of it; `SyncTransformer` takes extra tokens after OFF so
 that StreamSync's latent token and AS-Synchformer's queries can ride along.
@@ -35,8 +42,49 @@ class SegmentFeatures(NamedTuple):
     audio: torch.Tensor
 
 
+def token_times(config: AssynchConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seconds from the window start of each dense visual and audio token (segment-major)."""
+    time, model, audio = config.time, config.model, config.audio
+    segment_starts = torch.arange(time.segments_per_window) * time.segment_stride_sec
+    visual = model.visual_encoder
+    tubelet_sec = visual.tubelet_frames / time.fps
+    visual_offsets = (torch.arange(visual.out_tokens) + 0.5) * tubelet_sec
+    mel_sec = audio.hop_length / time.sample_rate
+    sound = model.audio_encoder
+    stride = sound.patch_stride or sound.patch_size
+    audio_offsets = (torch.arange(sound.out_tokens) * stride + sound.patch_size / 2) * mel_sec
+    return (
+        (segment_starts[:, None] + visual_offsets[None, :]).flatten(),
+        (segment_starts[:, None] + audio_offsets[None, :]).flatten(),
+    )
+
+
+def lag_kernel(config: AssynchConfig) -> torch.Tensor:
+    """(C, Nv, Na) weights: how much the pair (visual token i, audio token j) speaks for offset
+    class c, each class's weights summing to 1.
+
+    With offset d (positive: audio early), an event at window time t is seen at t and heard in
+    the window's audio at t - d, so class c collects the pairs whose audio-minus-visual time is
+    near -d_c: a triangular kernel one offset step wide at its base, so neighbouring classes
+    split a pair between them and every lag inside the grid counts once. A class that no pair
+    reaches (a window shorter than the largest offset) keeps all-zero weights: no evidence.
+    """
+    time = config.time
+    visual_times, audio_times = token_times(config)
+    classes = time.num_offset_classes
+    offsets = (torch.arange(classes) - classes // 2).double() * time.offset_step_sec
+    lag = (audio_times[None, :] - visual_times[:, None]).double()
+    weights = (1 - (lag[None] + offsets[:, None, None]).abs() / time.offset_step_sec).clamp(min=0)
+    # A class no token pair of the window reaches (windows shorter than the largest offset)
+    # gets no evidence: all its weights stay 0.
+    total = weights.sum(dim=(1, 2), keepdim=True).clamp(min=1e-12)
+    return (weights / total).float()
+
+
 class SyncTransformer(nn.Module):
-    """Synchformer's GlobalTransformer: [OFF, *extra, visual, MOD, audio] -> hidden states."""
+    """Synchformer's GlobalTransformer: [OFF, *extra, visual, MOD, audio] -> hidden states, and
+    `predict`: the same plus offset logits (OFF's head plus, with a `lag_kernel`, the
+    lag-correlation evidence)."""
 
     def __init__(
         self,
@@ -45,6 +93,7 @@ class SyncTransformer(nn.Module):
         audio_tokens: int,
         num_classes: int,
         dropout: float = 0.0,
+        lag_kernel: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         if config.dim % config.heads:
@@ -65,11 +114,59 @@ class SyncTransformer(nn.Module):
         )
         self.final_norm = nn.LayerNorm(dim)
         self.off_head = nn.Linear(dim, num_classes)
+        self.lag_correlation = lag_kernel is not None
+        if lag_kernel is not None:
+            expected = (num_classes, visual_tokens, audio_tokens)
+            if tuple(lag_kernel.shape) != expected:
+                raise ValueError(f"lag_kernel must be {expected}, got {tuple(lag_kernel.shape)}")
+            self.register_buffer("lag_kernel", lag_kernel, persistent=False)
+            self.lag_visual = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+            self.lag_audio = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+            self.lag_embed = nn.Linear(num_classes, dim)
+            self.lag_gain = nn.Parameter(torch.tensor(1.0))
         self.apply(init_vit_weights)
         # Synchformer draws OFF, MOD and the positions from N(0, 1) (torch.randn), the scale of
         # the LayerNormed tokens they sit beside; its init_weights leaves them alone.
         for parameter in (self.off_token, self.mod_token, self.pos_embed):
             nn.init.normal_(parameter, std=1.0)
+        if self.lag_correlation:  # unit-gain projections: similarities of order 1 from the start
+            for projection in (self.lag_visual[1], self.lag_audio[1]):
+                nn.init.normal_(projection.weight, std=dim**-0.5)
+
+    def neutralise_lag_correlation(self) -> None:
+        """Make the lag-correlation path add nothing (gain and OFF embedding at 0): the module
+        then predicts exactly as Synchformer's, e.g. right after loading its weights."""
+        if self.lag_correlation:
+            with torch.no_grad():
+                self.lag_gain.zero_()
+                self.lag_embed.weight.zero_()
+                self.lag_embed.bias.zero_()
+
+    def lag_evidence(self, visual: torch.Tensor, audio: torch.Tensor) -> torch.Tensor | None:
+        """visual (B, Nv, D), audio (B, Na, D) -> (B, C): per offset class, the kernel-weighted
+        mean similarity of the visual and audio tokens that far apart (None when off)."""
+        if not self.lag_correlation:
+            return None
+        visual = self.lag_visual(visual)
+        audio = self.lag_audio(audio)
+        similarity = torch.einsum("bid,bjd->bij", visual, audio) / visual.shape[-1] ** 0.5
+        return torch.einsum("bij,cij->bc", similarity, self.lag_kernel.to(similarity.dtype))
+
+    def predict(
+        self,
+        visual: torch.Tensor,
+        audio: torch.Tensor,
+        extra: torch.Tensor | None = None,
+        extra_valid: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like `forward`, plus the offset logits (B, C): OFF's head, plus the lag-correlation
+        evidence times a learned gain when the module has a lag kernel."""
+        evidence = self.lag_evidence(visual, audio)
+        hidden = self._run(visual, audio, extra, extra_valid, evidence)
+        logits = self.off_head(hidden[:, 0])
+        if evidence is not None:
+            logits = logits + self.lag_gain * evidence
+        return hidden, logits
 
     def forward(
         self,
@@ -85,9 +182,21 @@ class SyncTransformer(nn.Module):
         attention keys (False: no token attends to it); their own outputs are then meaningless.
         With every extra token masked, OFF, visual, MOD and audio come out as without extras.
         """
+        return self._run(visual, audio, extra, extra_valid, self.lag_evidence(visual, audio))
+
+    def _run(
+        self,
+        visual: torch.Tensor,
+        audio: torch.Tensor,
+        extra: torch.Tensor | None,
+        extra_valid: torch.Tensor | None,
+        evidence: torch.Tensor | None,
+    ) -> torch.Tensor:
         batch, mod_at = visual.shape[0], 1 + self.visual_tokens
         position = self.pos_embed
         off = self.off_token.expand(batch, -1, -1) + position[:, :1]
+        if evidence is not None:
+            off = off + self.lag_embed(evidence).unsqueeze(1)
         visual = self.visual_norm(visual) + position[:, 1:mod_at]
         mod = self.mod_token.expand(batch, -1, -1) + position[:, mod_at : mod_at + 1]
         audio = self.audio_norm(audio) + position[:, mod_at + 1 :]
@@ -132,7 +241,7 @@ class SnapshotModel(nn.Module):
         self.audio_tokens = self.segments * model.audio_encoder.out_tokens
         self.sync = SyncTransformer(
             model.sync, self.visual_tokens, self.audio_tokens, self.num_classes,
-            model.sync_dropout,
+            model.sync_dropout, lag_kernel(config) if model.lag_correlation else None,
         )
         # Stage-1 segment-level contrastive pre-training: a learnable inverse temperature, stored
         # unbounded and mapped smoothly into (1/100, 100) by `bounded_logit_scale`.
@@ -260,7 +369,7 @@ class SnapshotModel(nn.Module):
         """One window per row: video (N, S, 16, 3, H, W), audio (N, S, n_mels, T) -> (N, 21)."""
         self.check_inputs(video, audio, leading=1)
         visual, audible = self.dense_tokens(video, audio)
-        return self.sync.off_head(self.sync(visual, audible)[:, 0])
+        return self.sync.predict(visual, audible)[1]
 
     def segment_contrastive_loss(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Stage-1 pre-training: InfoNCE between the audio and visual embeddings of each segment.

@@ -235,7 +235,7 @@ class SnapshotStream(StreamingModel):
         return {}
 
     def _window_logits(self, visual: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        return self.snapshot.sync.off_head(self.snapshot.sync(visual, audio)[:, 0])
+        return self.snapshot.sync.predict(visual, audio)[1]
 
     def _advance(
         self, visual: torch.Tensor, audio: torch.Tensor, state: StreamState
@@ -328,8 +328,7 @@ class StreamSync(StreamingModel):
         self, visual: torch.Tensor, audio: torch.Tensor, state: StreamState
     ) -> tuple[dict[str, torch.Tensor], StreamState]:
         latent = state["latent"].unsqueeze(1) + self.latent_position
-        hidden = self.snapshot.sync(visual, audio, extra=latent)
-        logits = self.snapshot.sync.off_head(hidden[:, 0])
+        hidden, logits = self.snapshot.sync.predict(visual, audio, extra=latent)
         return {"logits": logits.float()}, {"latent": self.latent_norm(hidden[:, 1])}
 
     def _forward_tokens(

@@ -91,6 +91,10 @@ def test_the_picks_of_a_window_attend_to_different_moments() -> None:
 def test_history_changes_the_snapshot_modules_prediction() -> None:
     config = tiny("model.history_windows=3")
     model = model_of(config).eval()
+    # The lag-correlation logits read only the window (no history) and, at init, vary with its
+    # content far more than OFF's head does; compare history and content on OFF's head alone.
+    with torch.no_grad():
+        model.snapshot.sync.lag_gain.zero_()
     video, audio = random_inputs(config, batch=2, windows=3)
     other_video, other_audio = random_inputs(config, batch=2, windows=3, seed=1)
     window = Window(video[:, 2], audio[:, 2])
@@ -266,7 +270,7 @@ def synthetic_batch(
     return torch.stack(videos), torch.stack(audios), torch.stack(extras), hypotheses, labels
 
 
-def contrastive_training(matched: bool, steps: int = 80) -> tuple[list[float], float]:
+def contrastive_training(matched: bool, steps: int = 120) -> tuple[list[float], float]:
     # Small frames and mels, 4 segments per window: the mechanism, not the scale, is tested.
     config = tiny("video.crop=32", "video.short_side=36", "audio.n_mels=32",
                   "time.segments_per_window=4", "model.encoder_regime=frozen")

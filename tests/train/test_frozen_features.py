@@ -108,7 +108,7 @@ def test_heads_learn_from_cached_features(kind: str) -> None:
     encoder_before = model.snapshot.visual_encoder.blocks[0].mlp.fc1.weight.clone()
     curve = train_heads(
         model, train, config,
-        HeadTraining(steps=60, batch_size=8, learning_rate=3e-3, warmup_steps=5, eval_every=30),
+        HeadTraining(steps=90, batch_size=8, learning_rate=3e-3, warmup_steps=5, eval_every=45),
         evaluate=lambda trained: {"acc1": acc1(trained)},
     )
     assert before < 0.2
