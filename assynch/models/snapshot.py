@@ -94,6 +94,7 @@ class SyncTransformer(nn.Module):
         num_classes: int,
         dropout: float = 0.0,
         lag_kernel: torch.Tensor | None = None,
+        tokens_per_segment: tuple[int, int] = (8, 6),
     ) -> None:
         super().__init__()
         if config.dim % config.heads:
@@ -120,8 +121,9 @@ class SyncTransformer(nn.Module):
             if tuple(lag_kernel.shape) != expected:
                 raise ValueError(f"lag_kernel must be {expected}, got {tuple(lag_kernel.shape)}")
             self.register_buffer("lag_kernel", lag_kernel, persistent=False)
-            self.lag_visual = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
-            self.lag_audio = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+            self.tokens_per_segment = tokens_per_segment
+            self.lag_visual = nn.Sequential(nn.LayerNorm(2 * dim), nn.Linear(2 * dim, dim))
+            self.lag_audio = nn.Sequential(nn.LayerNorm(2 * dim), nn.Linear(2 * dim, dim))
             self.lag_embed = nn.Linear(num_classes, dim)
             self.lag_gain = nn.Parameter(torch.tensor(1.0))
         self.apply(init_vit_weights)
@@ -131,7 +133,7 @@ class SyncTransformer(nn.Module):
             nn.init.normal_(parameter, std=1.0)
         if self.lag_correlation:  # unit-gain projections: similarities of order 1 from the start
             for projection in (self.lag_visual[1], self.lag_audio[1]):
-                nn.init.normal_(projection.weight, std=dim**-0.5)
+                nn.init.normal_(projection.weight, std=(2 * dim) ** -0.5)
 
     def neutralise_lag_correlation(self) -> None:
         """Make the lag-correlation path add nothing (gain and OFF embedding at 0): the module
@@ -142,13 +144,28 @@ class SyncTransformer(nn.Module):
                 self.lag_embed.weight.zero_()
                 self.lag_embed.bias.zero_()
 
+    @staticmethod
+    def with_change(tokens: torch.Tensor, per_segment: int) -> torch.Tensor:
+        """(B, S*T, D) segment-major tokens -> (B, S*T, 2D): each token beside its change from
+        the token before it in the same segment (zero for a segment's first token). Events are
+        changes: on frozen random encoders the change is what lines up across the modalities
+        (docs/MODELS.md, "Lag correlation")."""
+        batch, count, dim = tokens.shape
+        grid = tokens.view(batch, count // per_segment, per_segment, dim)
+        change = torch.cat(
+            (torch.zeros_like(grid[:, :, :1]), grid[:, :, 1:] - grid[:, :, :-1]), dim=2
+        )
+        return torch.cat((tokens, change.view(batch, count, dim)), dim=-1)
+
     def lag_evidence(self, visual: torch.Tensor, audio: torch.Tensor) -> torch.Tensor | None:
         """visual (B, Nv, D), audio (B, Na, D) -> (B, C): per offset class, the kernel-weighted
-        mean similarity of the visual and audio tokens that far apart (None when off)."""
+        mean similarity of the visual and audio tokens (with their changes) that far apart
+        (None when off)."""
         if not self.lag_correlation:
             return None
-        visual = self.lag_visual(visual)
-        audio = self.lag_audio(audio)
+        visual_per_segment, audio_per_segment = self.tokens_per_segment
+        visual = self.lag_visual(self.with_change(visual, visual_per_segment))
+        audio = self.lag_audio(self.with_change(audio, audio_per_segment))
         similarity = torch.einsum("bid,bjd->bij", visual, audio) / visual.shape[-1] ** 0.5
         return torch.einsum("bij,cij->bc", similarity, self.lag_kernel.to(similarity.dtype))
 
@@ -242,6 +259,7 @@ class SnapshotModel(nn.Module):
         self.sync = SyncTransformer(
             model.sync, self.visual_tokens, self.audio_tokens, self.num_classes,
             model.sync_dropout, lag_kernel(config) if model.lag_correlation else None,
+            (model.visual_encoder.out_tokens, model.audio_encoder.out_tokens),
         )
         # Stage-1 segment-level contrastive pre-training: a learnable inverse temperature, stored
         # unbounded and mapped smoothly into (1/100, 100) by `bounded_logit_scale`.
