@@ -120,7 +120,11 @@ def level_config(args: argparse.Namespace, level: str, *extra: str) -> AssynchCo
 def make_data(args: argparse.Namespace, level: str) -> tuple[AssynchConfig, dict[str, float]]:
     config = level_config(args, level)
     walls: dict[str, float] = {}
-    if args.shards_root is None:
+    finished = Path(config.preprocess.output, "_manifest.json").is_file()
+    if args.shards_root is None and args.reuse_data and finished:
+        log.info("%s: reusing the finished shards %s (--reuse-data)", level,
+                 config.preprocess.output)
+    elif args.shards_root is None:
         started = time.perf_counter()
         generate_clips(
             config.preprocess.input, count=args.clips, duration_sec=args.seconds,
@@ -330,10 +334,16 @@ def run_level(level: str, args: argparse.Namespace, device: str) -> dict[str, An
     encoders, stage1_losses = shared_encoders(config, rows, args, device)
     walls["stage1"] = time.perf_counter() - started
     started = time.perf_counter()
-    features = {
-        split: encode_split(encoders, shards, split, config)  # on the encoders' device
-        for split in ("train", "val", "test")
-    }
+    cache = Path(args.work) / level / f"features-{args.encoder_seed}-{args.stage1_steps}.pt"
+    if args.reuse_data and cache.is_file():  # same shards, same encoders: same features
+        features = torch.load(cache, weights_only=False)
+    else:
+        features = {
+            split: encode_split(encoders, shards, split, config)  # on the encoders' device
+            for split in ("train", "val", "test")
+        }
+        if args.reuse_data:
+            torch.save(features, cache)
     walls["encode"] = time.perf_counter() - started
     if args.save_features:  # (train, test) for benchmarks/contrastive_probe.py and experiments
         out = Path(args.save_features)
@@ -557,6 +567,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", default=None)
     parser.add_argument("--plots", default=None)
+    parser.add_argument("--reuse-data", action="store_true",
+                        help="with --work: keep a level's finished shards and cached features "
+                        "from an earlier run instead of making them again")
     parser.add_argument("--save-features", default=None,
                         help="folder for each level's cached (train, test) features")
     args = parser.parse_args(argv)
