@@ -12,6 +12,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How well the session-trained tiny detector did (test_detect_quality.py), pass or xfail."""
+    trained = sys.modules.get("tiny_detector")
+    for line in getattr(trained, "SUMMARY", []):
+        terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny AS-Synchformer saved as an assynch checkpoint (2 windows per sample)."""

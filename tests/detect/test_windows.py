@@ -80,3 +80,44 @@ def test_audio_db_and_motion_flag_silent_and_static_windows(tmp_path: Path) -> N
     assert sum(b.count for b in blocks) == 1
     assert blocks[0].audio_db[0] < -50  # quiet noise only
     assert blocks[0].motion[0] > 0.25  # the gradient moves 3 px per frame
+
+
+def test_the_tiny_detectors_cached_windows_are_the_training_paths_windows(tmp_path: Path) -> None:
+    """tiny_detector.py assembles windows from features cached per clip; at any offset they must
+    be what the encoders give for the training path's window (the stored-sample cut with the
+    offset, positive: audio early), laid out segment-major as the lag kernel's token times
+    assume."""
+    from tiny_detector import clip_features, synth_clip
+
+    from assynch.config import load_config
+    from assynch.models import build_model
+
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml",
+                         ["time.windows_per_sample=1", "model.kind=snapshot",
+                          "model.encoder_regime=frozen"])
+    time, threads = config.time, torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = build_model(config).eval()
+        clip = synth_clip(tmp_path / "clip.mp4", 12.0, seed=5)
+        cached = clip_features(model, clip, config)
+        media = decode_all(str(clip), time=time, video=config.video)
+        margin, start = 2.2, 12  # grid step 12: the window at 3.84 s
+        for offset_class in (4, 10, 13):  # -1.2 s, 0 s, +0.6 s
+            offset = (offset_class - time.num_offset_classes // 2) * time.offset_step_sec
+            plan = SamplePlan("clip-000", start_sec=start * 8 / time.fps,
+                              offset_class=offset_class, offset_sec=offset)
+            frames, audio = cut_stream_sample(media.frames, media.audio, plan, time=time,
+                                              audio_margin_sec=margin)
+            video_in, audio_in = stream_sample_to_model_inputs(
+                frames, normalised_log_mel(audio, config.audio, time.sample_rate), time=time,
+                video=config.video, audio=config.audio, audio_margin_sec=margin,
+                stored_offset_sec=offset)
+            with torch.no_grad():
+                features = model.snapshot.encode(video_in, audio_in)  # (1, S, tokens, D)
+            visual, audible = cached.window(start, offset_class, config)
+            assert torch.equal(visual, features.visual[0])
+            assert torch.allclose(audible, features.audio[0], atol=1e-3), offset_class
+    finally:
+        torch.set_num_threads(threads)

@@ -1,15 +1,25 @@
-"""Train a tiny offset detector in the test session, on synthetic `easy` clips, in about a minute.
+"""Train a tiny offset detector in the test session, on synthetic `easy` clips, in under a minute.
 
 The model is the project's tiny `snapshot` model (configs/tiny.yaml) with frozen, randomly
 initialised encoders (`model.encoder_regime=frozen`); its projections and sync transformer learn.
+What makes it learn in a few hundred steps is the sync transformer's lag-correlation path
+(`model.lag_correlation`, on by default; docs/MODELS.md): the frozen random features carry the
+timing of events (their change from token to token lines up across the modalities), and the lag
+path compares visual and audio tokens at each offset's lag directly. Without it the model stayed
+at chance (docs/DETECT.md, Tests).
+
 Because the encoders are frozen, their features are computed once per clip through the model's
 own API (`snapshot.encode_video` / `encode_audio`): visual features for every segment start on the
 8-frame grid, audio features for every segment start on the 4-mel-frame (0.04 s) grid, from the
 decoded arrays and one continuous normalised log-mel (as training and `windows_to_model_inputs`
 build them). A training example is a window start t (on the 8-frame grid) and an offset d (one of
-the 21 classes): visual segments at t + s * 0.32 s, audio segments at t + d + s * 0.32 s, label d;
-`model.forward_features` runs the rest of the model on them. The trained weights are saved as an
-ordinary checkpoint, and `assynch detect` runs the whole model (encoders included) on new files.
+the 21 classes): visual segments at t + s * 0.32 s, audio segments at t + d + s * 0.32 s, label d
+(positive d: audio early, docs/DESIGN.md; an event seen at window time u is heard at u - d, as
+`snapshot.lag_kernel` expects). The features of a window are laid out as the encoders give them
+for it, (S, 8, Dv) and (S, 6, Da) segment-major, so the lag kernel's token times
+(`snapshot.token_times`) hold. `model.forward_features` runs the rest of the model on them. The
+trained weights are saved as an ordinary checkpoint, and `assynch detect` runs the whole model
+(encoders included) on new files.
 
 Clips: `assynch.synth` at `easy` (flashes, appearances and knocks), 160x120, with denser events
 than the default (a mean gap of 2.5 s), no camera motion, no distractors and no ambient noise, so
@@ -38,6 +48,8 @@ from assynch.synth.clips import SynthSpec, generate_clip
 GRID_FRAMES = 8  # window starts and visual segment starts
 AUDIO_GRID = 4  # mel frames between audio segment starts (0.04 s)
 MEL_PER_SEC = 100
+
+SUMMARY: list[str] = []  # what the session's training reached, for the terminal summary
 
 TRAINING_SPEC = SynthSpec(
     difficulty="easy", width=160, height=120, event_interval_sec=2.5, min_event_gap_sec=1.0,
@@ -100,32 +112,6 @@ def clip_features(model: StreamingModel, path: Path, config: AssynchConfig) -> C
     return ClipFeatures(visual=visual, audio=audible, frames=int(frames.shape[0]))
 
 
-def time_aligned_positions(model: StreamingModel, config: AssynchConfig) -> None:
-    """Start the sync transformer's position embeddings as sinusoids of each token's time in the
-    window (visual and audio tokens of the same moment get the same code) instead of noise. An
-    initialisation only: the embeddings are trained like the rest."""
-    time = config.time
-    sync = model.snapshot.sync
-    dim = sync.pos_embed.shape[-1]
-    visual_per = config.model.visual_encoder.out_tokens
-    audio_per = config.model.audio_encoder.out_tokens
-    segment_sec = time.segment_frames / time.fps
-    starts = np.arange(time.segments_per_window) * time.segment_stride_frames / time.fps
-    visual = (starts[:, None] + (np.arange(visual_per) + 0.5) * segment_sec / visual_per).ravel()
-    audio = (starts[:, None] + (np.arange(audio_per) + 0.5) * segment_sec / audio_per).ravel()
-    periods = np.geomspace(0.3, 12.0, dim // 2)
-
-    def code(seconds: np.ndarray) -> torch.Tensor:
-        phase = 2 * np.pi * seconds[:, None] / periods[None, :]
-        return torch.as_tensor(np.concatenate([np.sin(phase), np.cos(phase)], axis=1),
-                               dtype=torch.float32)
-
-    with torch.no_grad():
-        mod_at = 1 + len(visual)
-        sync.pos_embed[0, 1:mod_at] = code(visual)
-        sync.pos_embed[0, mod_at + 1 :] = code(audio)
-
-
 def batch_of(clips: list[ClipFeatures], windows: int, config: AssynchConfig,
              rng: np.random.Generator) -> tuple[SegmentFeatures, torch.Tensor]:
     """`windows` random windows, each at all 21 offsets: the pictures of a window are the same
@@ -167,11 +153,13 @@ def window_accuracy(model: StreamingModel, clips: list[ClipFeatures], config: As
 
 def train_tiny_detector(
     features: list[ClipFeatures], model: StreamingModel, config: AssynchConfig, *,
-    seed: int = 0, max_seconds: float = 60.0, steps: int = 3000, windows_per_batch: int = 2,
+    seed: int = 0, steps: int = 400, max_seconds: float = 120.0, windows_per_batch: int = 2,
     lr: float = 3e-3, emd_weight: float = 1.0,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
-    """Train `model`'s trainable parts (frozen encoders) on cached features; returns what ran."""
+    """Train `model`'s trainable parts (frozen encoders) on cached features for `steps` steps
+    (warm-up, then a linear decay over them), or until `max_seconds` of wall time have passed;
+    returns what ran."""
     rng = np.random.default_rng(seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
@@ -200,8 +188,6 @@ def train_tiny_detector(
 
 
 def build_tiny_detector(config: AssynchConfig, seed: int = 0) -> StreamingModel:
-    """The tiny snapshot model with frozen (random) encoders and time-aligned positions."""
+    """The tiny snapshot model with frozen (random) encoders, as `build_model` makes it."""
     torch.manual_seed(seed)
-    model = build_model(config)
-    time_aligned_positions(model, config)
-    return model
+    return build_model(config)
