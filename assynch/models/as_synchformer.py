@@ -18,7 +18,8 @@ Per window w (B streams at once):
      window's snapshot logits and, with their softmax (the snapshot's offset belief), a
      summary token.
   5. Streaming tokens and summary enter a ring of the last R windows; the streaming module (a
-     transformer encoder) reads the ring and predicts the offset.
+     transformer encoder) reads the ring and predicts a correction to the window's snapshot
+     logits: the offset logits are their sum.
 A contrastive head per modality embeds the K picks of each window (per-pick MLP, then the mean);
 audio candidates at other offsets (and of other streams) are the negatives
 (losses.stream_contrastive_loss).
@@ -337,7 +338,10 @@ class ASSynchformer(StreamingModel):
             "valid": torch.cat((valid[:, 1:], valid.new_ones(valid.shape[0], 1)), dim=1),
         }
         outputs = {
-            "logits": self._predict(state),
+            # The streaming module refines the window's own (history-conditioned) snapshot
+            # prediction: a residual, so AS-Synchformer starts as its snapshot module and learns
+            # as fast, and the ring adds what the history says (docs/MODELS.md, step 5).
+            "logits": snapshot_logits + self._predict(state),
             "snapshot_logits": snapshot_logits,
             "tokens": tokens,
             "visual": visual_picks,
@@ -407,4 +411,5 @@ class ASSynchformer(StreamingModel):
             audio_tokens=stacked["audio"].float(),
             snapshot_logits=stacked["snapshot_logits"].float(),
             overlapping_windows=self.overlapping_windows,
+            history_windows=self.history_windows,
         )

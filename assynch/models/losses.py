@@ -164,6 +164,12 @@ def _contrastive_pairs(
     excluded = (same_stream[:, None, :, None] & overlapping[None, :, None, :]) | (
         same_source & ~same_stream
     )[:, None, :, None].expand(-1, windows, -1, windows)
+    if output.history_windows:
+        # Windows whose pick history holds a different number of windows (a stream's first R
+        # windows) are not each other's negatives: how full the history is shows in both
+        # modalities' embeddings and would tell them apart without any sync.
+        filled = window.clamp(max=output.history_windows)
+        excluded = excluded | (filled[:, None] != filled[None, :])[None, :, None, :]
     allowed_windows = ~excluded.reshape(batch * windows, batch * windows)
 
     # visual -> audio: candidates are every audio candidate of every allowed window; other
@@ -200,8 +206,9 @@ def stream_contrastive_loss(
     under which that audio is in sync) equals the stream's label. Its negatives: the same
     window's audio at the other offsets given (the same source audio, shifted in time), and the
     audio of every other window of the batch, except windows of the same stream that overlap it
-    in time (`overlapping_windows`) and windows of other streams with the same `source_ids`
-    (same video, unknown timing). The in-sync audio likewise picks its visual window among the
+    in time (`overlapping_windows`), windows of other streams with the same `source_ids`
+    (same video, unknown timing) and windows whose history is filled to another level (a
+    stream's first `history_windows` windows: the fill level alone would tell them apart). The in-sync audio likewise picks its visual window among the
     allowed visual windows. Symmetric mean; windows whose stream has no in-sync candidate are
     left out (0 when none has one). float32 throughout.
     """

@@ -55,6 +55,9 @@ class StreamOutput:
     visual_tokens / audio_tokens: (B, W, K, D) the K per-modality picks they are fused from.
     snapshot_logits: (B, W, C) the history-conditioned snapshot module's own prediction.
     overlapping_windows: windows up to this index distance apart overlap in time.
+    history_windows: the embeddings' pick history spans this many windows (0: no history), so
+        a stream's first windows differ by how full it is (the contrastive loss keeps windows of
+        different fill levels apart).
     """
 
     logits: torch.Tensor
@@ -67,6 +70,7 @@ class StreamOutput:
     audio_tokens: torch.Tensor | None = None
     snapshot_logits: torch.Tensor | None = None
     overlapping_windows: int = 1
+    history_windows: int = 0
 
 
 class StreamingModel(nn.Module, ABC):
