@@ -208,9 +208,10 @@ def stream_contrastive_loss(
     audio of every other window of the batch, except windows of the same stream that overlap it
     in time (`overlapping_windows`), windows of other streams with the same `source_ids`
     (same video, unknown timing) and windows whose history is filled to another level (a
-    stream's first `history_windows` windows: the fill level alone would tell them apart). The in-sync audio likewise picks its visual window among the
-    allowed visual windows. Symmetric mean; windows whose stream has no in-sync candidate are
-    left out (0 when none has one). float32 throughout.
+    stream's first `history_windows` windows: the fill level alone would tell them apart).
+    The in-sync audio likewise picks its visual window among the allowed visual windows.
+    Symmetric mean; windows whose stream has no in-sync candidate are left out (0 when none has
+    one). float32 throughout.
     """
     if output.visual_embedding is None or output.audio_embedding is None:
         raise ValueError("this model emits no streaming-token embeddings for a contrastive loss")

@@ -270,7 +270,7 @@ def synthetic_batch(
     return torch.stack(videos), torch.stack(audios), torch.stack(extras), hypotheses, labels
 
 
-def contrastive_training(matched: bool, steps: int = 120) -> tuple[list[float], float]:
+def contrastive_training(matched: bool, steps: int = 300) -> tuple[list[float], float]:
     # Small frames and mels, 4 segments per window: the mechanism, not the scale, is tested.
     config = tiny("video.crop=32", "video.short_side=36", "audio.n_mels=32",
                   "time.segments_per_window=4", "model.encoder_regime=frozen")
@@ -301,9 +301,13 @@ def contrastive_runs() -> dict[bool, tuple[list[float], float]]:
 def test_contrastive_loss_learns_from_synchronised_pairs(
     contrastive_runs: dict[bool, tuple[list[float], float]],
 ) -> None:
+    # Measured: chance 2.19, the last 60 steps at ~2.10 (the unmatched run stays within 0.005
+    # of chance). The margin is small because the loss no longer has a shortcut: before the
+    # history fill level was masked (losses._contrastive_pairs), both runs fell below chance,
+    # the matched one by 0.5 and the unmatched one, with no sync at all, by 0.3.
     losses, chance = contrastive_runs[True]
-    late = sum(losses[-15:]) / 15
-    assert late < chance - 0.5, (late, chance, losses)
+    late = sum(losses[-60:]) / 60
+    assert late < chance - 0.05, (late, chance, losses)
 
 
 def test_contrastive_loss_stays_at_chance_without_sync(
@@ -312,8 +316,8 @@ def test_contrastive_loss_stays_at_chance_without_sync(
     # Audio of another video: nothing but sync could tell the in-sync cut apart, and there is
     # no sync: the loss cannot fall below chance (fresh samples every step: nothing to memorise).
     losses, chance = contrastive_runs[False]
-    late = sum(losses[-15:]) / 15
-    assert late > chance - 0.15, (late, chance, losses)
+    late = sum(losses[-60:]) / 60
+    assert late > chance - 0.03, (late, chance, losses)
 
 
 # --- gradients ---------------------------------------------------------------------------------

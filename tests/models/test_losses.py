@@ -124,3 +124,30 @@ def test_models_without_streaming_tokens_have_no_contrastive_term() -> None:
     assert losses["total"].item() == pytest.approx(
         losses["cross_entropy"].item() + losses["emd"].item()
     )
+
+
+def test_the_history_fill_level_alone_cannot_lower_the_contrastive_loss() -> None:
+    # Embeddings that encode nothing but the window's place in its stream (how full the pick
+    # history is), identical for every stream and every audio candidate: no sync information.
+    batch, windows, candidates, features = 4, 3, 5, 8
+    levels = F.normalize(torch.eye(features)[:windows], dim=-1)
+    visual = levels[None].expand(batch, -1, -1).clone()
+    audio = levels[None, :, None].expand(batch, -1, candidates, -1).clone()
+    hypotheses = torch.arange(candidates).repeat(batch, 1)
+    target = torch.tensor([0, 1, 2, 3])
+
+    def loss(history_windows: int, same_level: bool = False) -> float:
+        output = StreamOutput(
+            logits=torch.zeros(batch, windows, CLASSES),
+            visual_embedding=levels[:1].expand(batch, windows, -1) if same_level else visual,
+            audio_embedding=(levels[:1, None].expand(batch, windows, candidates, -1)
+                             if same_level else audio),
+            logit_scale=torch.tensor(20.0), audio_hypotheses=hypotheses,
+            history_windows=history_windows, overlapping_windows=0,
+        )
+        return total_loss(output, target, LossWeights(contrastive=1.0))["contrastive"].item()
+
+    # Masked (the model's real history of 16 windows): exactly as uninformative as identical
+    # embeddings. Unmasked: the fill level alone makes the loss fall below that.
+    assert loss(16) == pytest.approx(loss(16, same_level=True), abs=1e-5)
+    assert loss(0) < loss(0, same_level=True) - 0.5
