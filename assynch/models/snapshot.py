@@ -28,6 +28,7 @@ from assynch.config import AssynchConfig, ConfigError, HeadConfig
 from assynch.models.encoders import AudioEncoder, VisualEncoder
 from assynch.models.layers import encoder_layer, init_vit_weights
 from assynch.models.losses import bounded_logit_scale, info_nce, logit_scale_parameter
+from assynch.samples.offsets import offset_grid_sec
 
 
 class SegmentFeatures(NamedTuple):
@@ -71,13 +72,10 @@ def lag_kernel(config: AssynchConfig) -> torch.Tensor:
     """
     time = config.time
     visual_times, audio_times = token_times(config)
-    classes = time.num_offset_classes
-    offsets = (torch.arange(classes) - classes // 2).double() * time.offset_step_sec
+    offsets = torch.from_numpy(offset_grid_sec(time)).double()
     lag = (audio_times[None, :] - visual_times[:, None]).double()
     weights = (1 - (lag[None] + offsets[:, None, None]).abs() / time.offset_step_sec).clamp(min=0)
-    # A class no token pair of the window reaches (windows shorter than the largest offset)
-    # gets no evidence: all its weights stay 0.
-    total = weights.sum(dim=(1, 2), keepdim=True).clamp(min=1e-12)
+    total = weights.sum(dim=(1, 2), keepdim=True).clamp(min=1e-12)  # 0 for unreached classes
     return (weights / total).float()
 
 

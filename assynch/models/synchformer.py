@@ -223,9 +223,9 @@ def load_synchformer_checkpoint(model: nn.Module, path: str | Path) -> LoadRepor
     model.load_state_dict(update, strict=False)
     # Our lag-correlation path has no Synchformer counterpart: start it neutral, so the loaded
     # model predicts as Synchformer does and fine-tuning grows the path from zero.
-    snapshot = model.snapshot if hasattr(model, "snapshot") else model
-    if any(key.startswith(("sync.", "snapshot.sync.")) for key in report.mapped):
-        snapshot.sync.neutralise_lag_correlation()
+    prefix = _snapshot_prefix(model)
+    if any(key.startswith(f"{prefix}sync.") for key in report.mapped):
+        (model.snapshot if prefix else model).sync.neutralise_lag_correlation()
     log.info("loaded Synchformer checkpoint %s: %s", path, report.summary())
     if report.missing:
         log.warning("keys missing from %s (left at init): %s", path, ", ".join(report.missing))
