@@ -72,8 +72,9 @@ def lag_kernel(config: AssynchConfig) -> torch.Tensor:
     """
     time = config.time
     visual_times, audio_times = token_times(config)
-    offsets = torch.from_numpy(offset_grid_sec(time)).double()
     lag = (audio_times[None, :] - visual_times[:, None]).double()
+    # On lag's device: under torch.device("meta") (cost estimates) a CPU grid would not mix.
+    offsets = torch.as_tensor(offset_grid_sec(time), dtype=torch.float64, device=lag.device)
     weights = (1 - (lag[None] + offsets[:, None, None]).abs() / time.offset_step_sec).clamp(min=0)
     total = weights.sum(dim=(1, 2), keepdim=True).clamp(min=1e-12)  # 0 for unreached classes
     return (weights / total).float()
