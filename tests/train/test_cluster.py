@@ -64,13 +64,22 @@ def test_submit_preprocess_then_train_survive_a_killed_worker_and_resume(
     run = f"{runs}/faulty"
     job = ray_head.submit(PYTHON, "-m", "pipelines.train", "--config", str(config_file),
                           "--set", "train.run_name=faulty")
+    # The kill must land after Ray has taken epoch 1's checkpoint (a checkpoint already in the
+    # bucket may not be reported yet: a kill then restarts from scratch) and before the short
+    # run ends. So: the workers' pids are looked up while epoch 1 runs (a lookup spawns a Python
+    # that imports Ray: seconds), and the kill waits for epoch 2's first step in the job's log.
     deadline = time.monotonic() + 300
-    while not _checkpoints(fs, run):
+    victims: list[int] = []
+    while len(victims) != 2:
+        assert ray_head.status(job) in ("PENDING", "RUNNING"), ray_head.logs(job)[-3000:]
+        assert not _checkpoints(fs, run), "epoch 1 ended before its workers were found"
+        assert time.monotonic() < deadline, ray_head.logs(job)[-3000:]
+        victims = ray_head.train_worker_pids()
+    while "epoch 2 step" not in ray_head.logs(job):
         assert ray_head.status(job) in ("PENDING", "RUNNING"), ray_head.logs(job)[-3000:]
         assert time.monotonic() < deadline, ray_head.logs(job)[-3000:]
-        time.sleep(0.5)
-    victims = ray_head.train_worker_pids()
-    assert len(victims) == 2, victims
+        time.sleep(0.2)
+    assert _checkpoints(fs, run)
     os.kill(victims[-1], signal.SIGKILL)
     assert ray_head.wait_for(job) == "SUCCEEDED", ray_head.logs(job)[-4000:]
     progress = _final_state(fs, run, tmp_path)
