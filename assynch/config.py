@@ -199,6 +199,12 @@ class LossWeights(_Section):
         0.05, ge=0, description="the squared EMD spans 0..C-1; 1/(C-1) scales it to 0..1"
     )
     contrastive: float = Field(0.1, ge=0)
+    snapshot: float = Field(
+        1.0,
+        ge=0,
+        description="AS-Synchformer: cross-entropy + weighted EMD on the history-conditioned "
+        "snapshot module's own per-window logits (deep supervision of what it accumulates)",
+    )
     diversity: float = Field(
         0.1, ge=0, description="AS-Synchformer: penalty on similar streaming tokens of a window"
     )

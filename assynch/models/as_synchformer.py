@@ -276,6 +276,9 @@ class ASSynchformer(StreamingModel):
             "valid": torch.zeros(
                 batch_size, self.history_windows, dtype=torch.bool, device=like.device
             ),
+            # float32 whatever the model's dtype (a bfloat16 count stops at 256)
+            "belief_sum": torch.zeros(batch_size, self.num_classes, device=like.device),
+            "seen": torch.zeros(batch_size, 1, device=like.device),
         }
 
     @staticmethod
@@ -330,18 +333,24 @@ class ASSynchformer(StreamingModel):
         belief = snapshot_logits.float().softmax(dim=-1).to(off.dtype)
         summary = self.summary_norm(self.summary(off) + self.belief_embed(belief))
         valid = state["valid"]
+        belief_sum = state["belief_sum"] + snapshot_logits.float().softmax(dim=-1)
+        seen = state["seen"] + 1
         state = {
             "tokens": self._push(state["tokens"], tokens),
             "visual": self._push(state["visual"], visual_picks),
             "audio": self._push(state["audio"], audio_picks),
             "summary": self._push(state["summary"], summary),
             "valid": torch.cat((valid[:, 1:], valid.new_ones(valid.shape[0], 1)), dim=1),
+            "belief_sum": belief_sum,
+            "seen": seen,
         }
         outputs = {
-            # The streaming module refines the window's own (history-conditioned) snapshot
-            # prediction: a residual, so AS-Synchformer starts as its snapshot module and learns
-            # as fast, and the ring adds what the history says (docs/MODELS.md, step 5).
-            "logits": snapshot_logits + self._predict(state),
+            # The streaming module refines the snapshot module's belief so far: its
+            # (history-conditioned) per-window probabilities averaged over the windows seen, as
+            # APA does (after one window: the window's own prediction). A residual, so
+            # AS-Synchformer starts as its accumulated snapshot module and learns as fast, and
+            # the ring adds what the history says (docs/MODELS.md, step 5).
+            "logits": (belief_sum / seen).clamp_min(1e-30).log() + self._predict(state).float(),
             "snapshot_logits": snapshot_logits,
             "tokens": tokens,
             "visual": visual_picks,

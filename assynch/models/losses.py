@@ -296,6 +296,13 @@ def total_loss(
         + weights.emd * losses["emd"]
         + weights.contrastive * losses["contrastive"]
     )
+    if output.snapshot_logits is not None and weights.snapshot > 0:
+        # AS-Synchformer accumulates its snapshot module's per-window predictions; supervised
+        # directly, each becomes a snapshot model's prediction (docs/MODELS.md, "Losses").
+        losses["snapshot"] = weights.cross_entropy * cross_entropy(
+            output.snapshot_logits, target_class
+        ) + weights.emd * squared_emd(output.snapshot_logits, target_class)
+        total = total + weights.snapshot * losses["snapshot"]
     if output.streaming_tokens is not None:
         token_sets = [output.streaming_tokens, output.visual_tokens, output.audio_tokens]
         losses["diversity"] = torch.stack(

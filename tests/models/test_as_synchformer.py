@@ -135,6 +135,46 @@ def test_history_never_reaches_an_earlier_window() -> None:
         assert (after[:, 2] - before[:, 2]).abs().max() > 1e-4, name
 
 
+def test_the_offset_logits_are_the_accumulated_snapshot_belief_plus_the_correction() -> None:
+    config = tiny()
+    model = model_of(config).eval()
+    video, audio = random_inputs(config, batch=2, windows=3)
+    with torch.no_grad():
+        output = model(video, audio)
+        # The streaming module's correction, silenced: what is left is APA over the
+        # history-conditioned snapshot predictions.
+        model.stream_head.weight.zero_()
+        model.stream_head.bias.zero_()
+        silenced = model(video, audio)
+    seen = torch.arange(1, 4).view(1, 3, 1)
+    belief = (silenced.snapshot_logits.softmax(dim=-1).cumsum(dim=1) / seen).log()
+    torch.testing.assert_close(silenced.logits, belief, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(silenced.snapshot_logits, output.snapshot_logits)
+    assert (output.logits - silenced.logits).abs().max() > 1e-3  # the correction is there
+    # After the first window the silenced prediction is that window's own snapshot prediction.
+    torch.testing.assert_close(
+        silenced.logits[:, 0].softmax(-1), silenced.snapshot_logits[:, 0].softmax(-1)
+    )
+
+
+def test_the_snapshot_module_is_supervised_on_its_own() -> None:
+    config = tiny()
+    model = model_of(config)
+    video, audio = random_inputs(config, batch=2, windows=2)
+    labels = torch.tensor([3, 15])
+    output = model(video, audio)
+    losses = total_loss(output, labels, config.model.losses)
+    without = total_loss(output, labels, config.model.losses.model_copy(update={"snapshot": 0}))
+    assert "snapshot" in losses and "snapshot" not in without
+    torch.testing.assert_close(
+        losses["total"] - without["total"], config.model.losses.snapshot * losses["snapshot"]
+    )
+    # The term reaches the snapshot module through the snapshot logits alone.
+    losses["snapshot"].backward()
+    assert model.snapshot.sync.off_head.weight.grad.abs().sum() > 0
+    assert model.stream_head.weight.grad is None
+
+
 # --- unimodal contrastive paths ----------------------------------------------------------------
 
 
