@@ -340,6 +340,8 @@ def _loss_names(config: AssynchConfig) -> list[str]:
     names = ["contrastive", "cross_entropy", "emd", "total"]
     if config.model.kind == "as_synchformer":  # its streaming tokens add the diversity term
         names.append("diversity")
+        if config.model.losses.snapshot > 0:  # and its snapshot logits their own term
+            names.append("snapshot")
     return sorted(names)
 
 

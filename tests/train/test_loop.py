@@ -318,3 +318,29 @@ def test_resume_after_a_crash_gives_the_uninterrupted_run(
     for key, value in final_whole.model_state.items():
         assert torch.equal(value, final_resumed.model_state[key]), key
     assert [r["train/total"] for r in resumed.history] == [r["train/total"] for r in whole.history]
+
+
+@pytest.mark.parametrize("overrides", [
+    ("model.kind=snapshot",),
+    ("model.kind=as_synchformer",),
+    ("model.kind=as_synchformer", "model.losses.snapshot=0"),
+    ("train.objective=segment_contrastive",),
+])
+def test_a_rank_without_validation_samples_reports_the_same_loss_terms(
+    train_shards: dict[str, Any], overrides: tuple[str, ...]
+) -> None:
+    """The terms a rank with no validation batch reports as zeros are exactly those the losses
+    return, or the ranks' all-reduces differ in size (gloo aborts the workers)."""
+    from assynch.models import build_model
+    from assynch.train.loop import _loss_names
+    from assynch.train.objective import compute_losses
+
+    config = train_config(train_shards["shards"], "unused", *overrides)
+    data = ShardDataset(train_shards["shards"], "train", batch_size=2, columns=list(BATCH_COLUMNS))
+    batch = StreamBatch.from_columns(next(iter(data)))
+    inputs = to_model_inputs(batch, config)
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    with torch.no_grad():
+        losses = compute_losses(model, inputs.video, inputs.audio, inputs.offset_class, config)
+    assert sorted(name for name in losses if name != "logits") == _loss_names(config)
