@@ -40,7 +40,12 @@ from assynch.config import AssynchConfig, ConfigError
 from assynch.models.layers import encoder_layer, init_vit_weights
 from assynch.models.losses import bounded_logit_scale, logit_scale_parameter
 from assynch.models.snapshot import token_times
-from assynch.models.streaming import StreamingModel, StreamOutput, StreamState
+from assynch.models.streaming import (
+    StreamingModel,
+    StreamOutput,
+    StreamState,
+    log_mean_probabilities,
+)
 
 TIME_FREQUENCIES = 16
 
@@ -330,10 +335,10 @@ class ASSynchformer(StreamingModel):
             visual, audio, extra=extra, extra_valid=extra_valid
         )
         off = hidden[:, 0]
-        belief = snapshot_logits.float().softmax(dim=-1).to(off.dtype)
-        summary = self.summary_norm(self.summary(off) + self.belief_embed(belief))
+        belief = snapshot_logits.float().softmax(dim=-1)  # the snapshot's offset belief
+        summary = self.summary_norm(self.summary(off) + self.belief_embed(belief.to(off.dtype)))
         valid = state["valid"]
-        belief_sum = state["belief_sum"] + snapshot_logits.float().softmax(dim=-1)
+        belief_sum = state["belief_sum"] + belief
         seen = state["seen"] + 1
         state = {
             "tokens": self._push(state["tokens"], tokens),
@@ -350,7 +355,7 @@ class ASSynchformer(StreamingModel):
             # APA does (after one window: the window's own prediction). A residual, so
             # AS-Synchformer starts as its accumulated snapshot module and learns as fast, and
             # the ring adds what the history says (docs/MODELS.md, step 5).
-            "logits": (belief_sum / seen).clamp_min(1e-30).log() + self._predict(state).float(),
+            "logits": log_mean_probabilities(belief_sum / seen) + self._predict(state).float(),
             "snapshot_logits": snapshot_logits,
             "tokens": tokens,
             "visual": visual_picks,

@@ -258,6 +258,12 @@ class SnapshotStream(StreamingModel):
         return StreamOutput(logits=logits.float().view(batch, windows, -1))
 
 
+def log_mean_probabilities(mean: torch.Tensor) -> torch.Tensor:
+    """Mean probabilities (..., C) as logits whose softmax is that mean (floored at 1e-30, so a
+    class no window gave any mass stays finite). APA's and AS-Synchformer's accumulation."""
+    return mean.clamp_min(1e-30).log()
+
+
 class AveragedPredictionStream(SnapshotStream):
     """APA: the windows' snapshot predictions averaged over the windows seen so far.
 
@@ -275,7 +281,7 @@ class AveragedPredictionStream(SnapshotStream):
         return logits.softmax(dim=-1) if self.average_probabilities else logits
 
     def _as_logits(self, mean: torch.Tensor) -> torch.Tensor:
-        return mean.clamp_min(1e-30).log() if self.average_probabilities else mean
+        return log_mean_probabilities(mean) if self.average_probabilities else mean
 
     def init_state(self, batch_size: int) -> StreamState:
         # float32 whatever the model's dtype: a bfloat16 count stops at 256.
