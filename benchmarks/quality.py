@@ -190,6 +190,9 @@ def shared_encoders(
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
             losses.append(float(loss.detach()))
+            if len(losses) % 100 == 0:  # long GPU runs: show that stage 1 moves
+                log.info("stage 1 step %d: InfoNCE %.3f (mean of the last 100)",
+                         len(losses), float(np.mean(losses[-100:])))
     apply_encoder_regime(model, "frozen")
     return model.eval(), losses
 
@@ -309,6 +312,9 @@ def regime_runs(
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
             losses.append(float(loss.detach()))
+            if len(losses) % 100 == 0:
+                log.info("regime %s seed %d step %d: loss %.3f (mean of the last 100)",
+                         regime, seed, len(losses), float(np.mean(losses[-100:])))
         wall = time.perf_counter() - started
         model.eval()
         # The test on features of the *updated* encoders would need a re-encode; the encoders
@@ -351,7 +357,7 @@ def run_level(level: str, args: argparse.Namespace, device: str) -> dict[str, An
         torch.save((features["train"], features["test"]), out / f"features_{level}.pt")
     counts = {split: {"samples": len(f), "clips": len(set(f.video_uids))}
               for split, f in features.items()}
-    log.info("%s: %s", level, counts)
+    log.info("%s: %s; so far %s", level, counts, {k: round(v) for k, v in walls.items()})
 
     started = time.perf_counter()
     peer_probs, peer_targets = onset_peer(config, "test")
