@@ -328,6 +328,8 @@ def regime_runs(
             probs, targets = predictions.probs, predictions.targets
         scored = score(probs, targets)
         results[regime] = {"final": scored.final, "train_loss": losses, "train_sec": wall}
+        log.info("regime %s seed %d: test %s (train %.0f s)", regime, seed,
+                 {k: round(v, 3) for k, v in scored.final.items()}, wall)
     return results
 
 
