@@ -25,6 +25,9 @@ WHITE = (255, 255, 255)
 # At hard, most distractors are silent moving objects like the events' (so a moving object is
 # no sign of a sound); the rest are off-screen sounds.
 HARD_SILENT_SHARE = 0.7
+# At hard, the side of a moving object (events and silent motion alike), as a fraction of the
+# centred square's side.
+HARD_OBJECT_SIZE = (0.07, 0.12)
 
 
 @dataclass(frozen=True)
@@ -501,7 +504,7 @@ def _draft_bounce(rng: np.random.Generator, spec: SynthSpec) -> _Draft:
     fastest at each contact and its vertical motion reverses there."""
     fps = spec.fps
     left, top, side = _centre_square(spec)
-    size = max(6, int(round(rng.uniform(0.07, 0.12) * side)))
+    size = max(6, int(round(rng.uniform(*HARD_OBJECT_SIZE) * side)))
     contacts_wanted = int(rng.choice([1, 2, 3], p=[0.35, 0.35, 0.3]))
     restitution = rng.uniform(0.55, 0.8)
     fall = _frames(rng.uniform(0.35, 0.55), fps, minimum=4)
@@ -594,7 +597,7 @@ def _draft_reverse(rng: np.random.Generator, spec: SynthSpec) -> _Draft:
     hit, only its direction."""
     fps = spec.fps
     left, top, side = _centre_square(spec)
-    size = max(6, int(round(rng.uniform(0.07, 0.12) * side)))
+    size = max(6, int(round(rng.uniform(*HARD_OBJECT_SIZE) * side)))
     horizontal = rng.random() < 0.5
     contacts = int(rng.choice([1, 2, 3], p=[0.35, 0.35, 0.3]))
     speed = rng.uniform(0.35, 0.7) * side  # pixels per second
@@ -703,7 +706,7 @@ def _draft_silent_motion_hard(rng: np.random.Generator, spec: SynthSpec) -> _Dra
     sound or a contact: fades in, glides on a gently bent path, fades out."""
     fps, w_px, h_px = spec.fps, spec.width, spec.height
     side = min(w_px, h_px)
-    size = max(6, int(round(rng.uniform(0.07, 0.12) * side)))
+    size = max(6, int(round(rng.uniform(*HARD_OBJECT_SIZE) * side)))
     shape = "disc" if rng.random() < 0.5 else "box"
     length = _frames(rng.uniform(1.0, 2.5), fps, minimum=8)
     speed = rng.uniform(0.3, 0.7) * side
