@@ -18,7 +18,9 @@ Per level (docs/BENCHMARKS.md, "Quality"):
    run per seed: the snapshot model (APA is the same run, its predictions averaged over the
    windows seen), StreamSync, AS-Synchformer and its ablations (one streaming token; no
    contrastive loss; no EMD loss). Learning curves: validation ACC@1 every `--eval-every`
-   steps.
+   steps. An ablation is recorded as not run where AS-Synchformer itself never left chance on
+   validation (no seed above 2x chance): it could only compare chance with chance, and the
+   budget goes to the rest (`--always-ablate` runs it anyway).
 4. **Encoder regimes** (smaller budget, `--regime-levels`): from each seed's trained frozen
    AS-Synchformer, `--regime-steps` more steps with the encoders frozen, partly trained (the
    last blocks and pooling) or fully trained, on raw frames and log-mels.
@@ -366,8 +368,14 @@ def run_level(level: str, args: argparse.Namespace, device: str) -> dict[str, An
     walls["peer"] = time.perf_counter() - started
     systems: dict[str, Any] = {"onset_peer": {"seeds": [asdict(score(peer_probs, peer_targets))]}}
     regimes: dict[str, list[dict[str, Any]]] = {regime: [] for regime in REGIMES}
+    skipped: dict[str, str] = {}
     started = time.perf_counter()
     for name in args.systems:
+        reason = ablation_skip_reason(name, systems, args)
+        if reason:
+            skipped[name] = reason
+            log.info("%s %s: not run (%s)", level, name, reason)
+            continue
         for seed in args.seeds:
             model, system_config, history = train_system(
                 name, seed, args, encoders, features["train"], features["val"], device
@@ -397,7 +405,21 @@ def run_level(level: str, args: argparse.Namespace, device: str) -> dict[str, An
     return {
         "level": level, "counts": counts, "wall_sec": walls, "stage1_losses": stage1_losses,
         "systems": systems, "regimes": {k: v for k, v in regimes.items() if v},
+        "skipped": skipped,
     }
+
+
+def ablation_skip_reason(name: str, systems: dict[str, Any], args: argparse.Namespace) -> str:
+    """Why an ablation is not worth its budget at this level ('' to run it): AS-Synchformer
+    was trained here and no seed's validation ACC@1 ever exceeded 2x chance, so an ablation
+    could only compare chance with chance. Decided on validation, never on the test split;
+    `--always-ablate` runs them anyway."""
+    if args.always_ablate or not name.startswith("as_no_") or "as_synchformer" not in systems:
+        return ""
+    if any(leaves_chance(seed) is not None for seed in systems["as_synchformer"]["seeds"]):
+        return ""
+    return ("AS-Synchformer's validation ACC@1 never exceeded 2x chance at this level, so "
+            "the ablation would compare chance with chance; --always-ablate runs it")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,6 +473,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
             leaves = ", ".join("-" if s is None else str(s) for s in row["leaves_chance_step"])
             lines.append(f"| {row['system']} | {row['seeds']} | {' | '.join(cells)} | "
                          f"{leaves or 'n/a'} |")
+        for name, reason in result.get("skipped", {}).items():
+            lines.append(f"| {name} | 0 | not run: {reason} | | | |")
         if result["regimes"]:
             lines.append("\nEncoder regimes (from each seed's frozen AS-Synchformer, the same "
                          "extra steps on raw inputs):\n")
@@ -567,6 +591,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--eval-every", type=int)
     parser.add_argument("--contrastive-candidates", type=int, default=3)
+    parser.add_argument("--always-ablate", action="store_true",
+                        help="run AS-Synchformer's ablations at a level even when it never "
+                        "left chance there on validation (default: recorded as not run)")
     parser.add_argument("--regime-steps", type=int)
     parser.add_argument("--regime-batch", type=int)
     parser.add_argument("--regime-levels", nargs="*", default=["hard"])
