@@ -18,9 +18,9 @@ Per level (docs/BENCHMARKS.md, "Quality"):
    run per seed: the snapshot model (APA is the same run, its predictions averaged over the
    windows seen), StreamSync, AS-Synchformer and its ablations (one streaming token; no
    contrastive loss; no EMD loss). Learning curves: validation ACC@1 every `--eval-every`
-   steps. An ablation is recorded as not run where AS-Synchformer itself never left chance on
-   validation (no seed above 2x chance): it could only compare chance with chance, and the
-   budget goes to the rest (`--always-ablate` runs it anyway).
+   steps. An ablation is recorded as not run where AS-Synchformer itself is at chance on
+   validation (its final val ACC@1, mean over seeds, not above twice a constant prediction's):
+   it could only compare chance with chance (`--always-ablate` runs it anyway).
 4. **Encoder regimes** (smaller budget, `--regime-levels`): from each seed's trained frozen
    AS-Synchformer, `--regime-steps` more steps with the encoders frozen, partly trained (the
    last blocks and pooling) or fully trained, on raw frames and log-mels.
@@ -411,15 +411,19 @@ def run_level(level: str, args: argparse.Namespace, device: str) -> dict[str, An
 
 def ablation_skip_reason(name: str, systems: dict[str, Any], args: argparse.Namespace) -> str:
     """Why an ablation is not worth its budget at this level ('' to run it): AS-Synchformer
-    was trained here and no seed's validation ACC@1 ever exceeded 2x chance, so an ablation
-    could only compare chance with chance. Decided on validation, never on the test split;
-    `--always-ablate` runs them anyway."""
+    was trained here and its final validation ACC@1, averaged over the seeds, is not above
+    twice what one constant prediction scores on the validation classes (1/11 on every other
+    class), so an ablation could only compare chance with chance. Decided on validation, never
+    on the test split; `--always-ablate` runs them anyway. (A single evaluation point of one
+    seed is no guide: on 15 val streams a constant class scores 0.091, close to 2/21.)"""
     if args.always_ablate or not name.startswith("as_no_") or "as_synchformer" not in systems:
         return ""
-    if any(leaves_chance(seed) is not None for seed in systems["as_synchformer"]["seeds"]):
+    final = np.mean([seed["val"][-1]["acc1"] for seed in systems["as_synchformer"]["seeds"]])
+    if final > 2 / len(VAL_CLASSES):
         return ""
-    return ("AS-Synchformer's validation ACC@1 never exceeded 2x chance at this level, so "
-            "the ablation would compare chance with chance; --always-ablate runs it")
+    return (f"AS-Synchformer's final validation ACC@1 ({final:.3f}, mean over seeds) is not "
+            f"above twice a constant prediction's ({2 / len(VAL_CLASSES):.3f}), so the ablation "
+            "would compare chance with chance; --always-ablate runs it")
 
 
 # ---------------------------------------------------------------------------------------------
