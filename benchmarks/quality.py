@@ -477,8 +477,11 @@ def markdown(results: list[dict[str, Any]]) -> str:
             leaves = ", ".join("-" if s is None else str(s) for s in row["leaves_chance_step"])
             lines.append(f"| {row['system']} | {row['seeds']} | {' | '.join(cells)} | "
                          f"{leaves or 'n/a'} |")
-        for name, reason in result.get("skipped", {}).items():
-            lines.append(f"| {name} | 0 | not run: {reason} | | | |")
+        skipped = result.get("skipped", {})
+        for name in skipped:
+            lines.append(f"| {name} | 0 | not run (below) | | | |")
+        for reason in sorted(set(skipped.values())):
+            lines.append(f"\nNot run: {reason}.")
         if result["regimes"]:
             lines.append("\nEncoder regimes (from each seed's frozen AS-Synchformer, the same "
                          "extra steps on raw inputs):\n")
