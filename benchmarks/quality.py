@@ -536,6 +536,8 @@ def plot(results: list[dict[str, Any]], out: Path) -> list[Path]:
     from assynch.eval.plots import agg_figure, save_figure
 
     paths = []
+    # One colour per system in both panels (the peer and APA have no learning curve).
+    colour = {name: f"C{index}" for index, name in enumerate(ROW_ORDER)}
     for result in results:
         figure = agg_figure(12, 4.5)
         learning, streaming = figure.subplots(1, 2, squeeze=True)
@@ -547,12 +549,14 @@ def plot(results: list[dict[str, Any]], out: Path) -> list[Path]:
             if "val" in seeds[0] and name != "apa":
                 steps = seeds[0]["steps"]
                 values = np.mean([[m["acc1"] for m in s["val"]] for s in seeds], axis=0)
-                learning.plot(steps, values, marker="o", markersize=3, label=name)
+                learning.plot(steps, values, marker="o", markersize=3, label=name,
+                              color=colour[name])
             counts = sorted(int(k) for k in seeds[0]["streaming"])
             values = np.mean(
                 [[s["streaming"][k]["acc1"] for k in counts] for s in seeds], axis=0
             )
-            streaming.plot(counts, values, marker="o", markersize=3, label=name)
+            streaming.plot(counts, values, marker="o", markersize=3, label=name,
+                           color=colour[name])
         for axes, xlabel in ((learning, "training step"), (streaming, "windows seen")):
             axes.axhline(1 / 21, color="grey", linestyle=":", linewidth=1, label="chance")
             axes.set_xlabel(xlabel)
