@@ -551,10 +551,10 @@ def plot(results: list[dict[str, Any]], out: Path) -> list[Path]:
                 values = np.mean([[m["acc1"] for m in s["val"]] for s in seeds], axis=0)
                 learning.plot(steps, values, marker="o", markersize=3, label=name,
                               color=colour[name])
-            counts = sorted(int(k) for k in seeds[0]["streaming"])
-            values = np.mean(
-                [[s["streaming"][k]["acc1"] for k in counts] for s in seeds], axis=0
-            )
+            # Windows seen are int keys in a run, str keys in its JSON (plots from either).
+            curves = [{int(k): v["acc1"] for k, v in s["streaming"].items()} for s in seeds]
+            counts = sorted(curves[0])
+            values = np.mean([[curve[k] for k in counts] for curve in curves], axis=0)
             streaming.plot(counts, values, marker="o", markersize=3, label=name,
                            color=colour[name])
         for axes, xlabel in ((learning, "training step"), (streaming, "windows seen")):
