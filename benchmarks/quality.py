@@ -192,11 +192,17 @@ def shared_encoders(
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
             losses.append(float(loss.detach()))
-            if len(losses) % 100 == 0:  # long GPU runs: show that stage 1 moves
-                log.info("stage 1 step %d: InfoNCE %.3f (mean of the last 100)",
-                         len(losses), float(np.mean(losses[-100:])))
+            log_progress(losses, "stage 1 InfoNCE")
     apply_encoder_regime(model, "frozen")
     return model.eval(), losses
+
+
+def log_progress(losses: list[float], what: str, every: int = 100) -> None:
+    """Every `every` steps, the mean of the last `every` losses: long runs (a GPU lease, a
+    call's time limit) show in their log that they move, and what they reached."""
+    if len(losses) % every == 0:
+        log.info("step %d: %s %.3f (mean of the last %d)", len(losses), what,
+                 float(np.mean(losses[-every:])), every)
 
 
 def with_encoders(model: StreamingModel, encoders: StreamingModel) -> StreamingModel:
@@ -314,9 +320,7 @@ def regime_runs(
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
             losses.append(float(loss.detach()))
-            if len(losses) % 100 == 0:
-                log.info("regime %s seed %d step %d: loss %.3f (mean of the last 100)",
-                         regime, seed, len(losses), float(np.mean(losses[-100:])))
+            log_progress(losses, f"regime {regime} seed {seed} loss")
         wall = time.perf_counter() - started
         model.eval()
         # The test on features of the *updated* encoders would need a re-encode; the encoders
@@ -419,11 +423,12 @@ def ablation_skip_reason(name: str, systems: dict[str, Any], args: argparse.Name
     if args.always_ablate or not name.startswith("as_no_") or "as_synchformer" not in systems:
         return ""
     final = np.mean([seed["val"][-1]["acc1"] for seed in systems["as_synchformer"]["seeds"]])
-    if final > 2 / len(VAL_CLASSES):
+    bar = 2 / len(VAL_CLASSES)
+    if final > bar:
         return ""
     return (f"AS-Synchformer's final validation ACC@1 ({final:.3f}, mean over seeds) is not "
-            f"above twice a constant prediction's ({2 / len(VAL_CLASSES):.3f}), so the ablation "
-            "would compare chance with chance; --always-ablate runs it")
+            f"above twice a constant prediction's ({bar:.3f}), so the ablation would compare "
+            "chance with chance; --always-ablate runs it")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -603,8 +608,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int)
     parser.add_argument("--contrastive-candidates", type=int, default=3)
     parser.add_argument("--always-ablate", action="store_true",
-                        help="run AS-Synchformer's ablations at a level even when it never "
-                        "left chance there on validation (default: recorded as not run)")
+                        help="run AS-Synchformer's ablations at a level even where it is at "
+                        "chance on validation (default: recorded as not run)")
     parser.add_argument("--regime-steps", type=int)
     parser.add_argument("--regime-batch", type=int)
     parser.add_argument("--regime-levels", nargs="*", default=["hard"])
