@@ -177,6 +177,13 @@ class EncoderConfig(_Section):
         None, gt=0, description="audio only: mel patch stride (AST: 10); default: patch_size"
     )
     out_tokens: int = Field(8, gt=0, description="tokens per segment after reduction")
+    stem: Literal["tubelet", "conv"] = Field(
+        "tubelet",
+        description="visual only: tubelet: Motionformer's linear 2x16x16 tubelet embedding; "
+        "conv: early convolutions over each tubelet with 2 frames of context on both sides "
+        "(docs/MODELS.md, 'Convolutional stem'), for objects smaller than a patch",
+    )
+    stem_channels: int = Field(32, gt=0, description="visual conv stem: channels of its layers")
 
 
 class HeadConfig(_Section):
@@ -281,10 +288,12 @@ class TrainConfig(_Section):
     val_split: Literal["train", "val", "test"] | None = Field(
         "val", description="split scored after each epoch; null: no validation"
     )
-    objective: Literal["offsets", "segment_contrastive"] = Field(
+    objective: Literal["offsets", "segment_contrastive", "visual_onset"] = Field(
         "offsets",
         description="offsets: CE + squared EMD + InfoNCE (model.losses); segment_contrastive: "
-        "Synchformer's stage 1 (audio-visual contrastive pre-training of the encoders)",
+        "Synchformer's stage 1 (audio-visual contrastive pre-training of the encoders); "
+        "visual_onset: stage 1 that teaches the visual encoder when the in-sync audio has an "
+        "onset (docs/TRAINING.md, 'Visual onset pre-training')",
     )
     epochs: int = Field(2, gt=0)
     max_steps_per_epoch: int | None = Field(
@@ -414,6 +423,11 @@ class Stage1Config(_Section):
     it through `model.init_from` (docs/DAG.md)."""
 
     enabled: bool = Field(False, description="add the encoders asset between shards and model")
+    objective: Literal["segment_contrastive", "visual_onset"] = Field(
+        "segment_contrastive",
+        description="train.objective of the stage-1 run: Synchformer's segment InfoNCE, or the "
+        "visual onset pre-training (docs/TRAINING.md)",
+    )
     epochs: int | None = Field(None, gt=0, description="stage-1 epochs; null: train.epochs")
     max_steps_per_epoch: int | None = Field(
         None, gt=0, description="stage-1 steps per epoch at most; null: train.max_steps_per_epoch"

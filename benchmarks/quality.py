@@ -57,9 +57,11 @@ from assynch.eval.metrics import offset_metrics, streaming_metrics
 from assynch.eval.onset_baseline import DEFAULT_SCALE, streaming_logits, window_correlations
 from assynch.models import StreamingModel, build_model, total_loss
 from assynch.models.regimes import apply_encoder_regime
+from assynch.models.visual_onset import two_path_onset_loss
 from assynch.preprocess.job import run_local
 from assynch.preprocess.plan import preprocess_config_hash
 from assynch.samples.offsets import center_class, offset_grid_sec
+from assynch.samples.plan import window_hop_frames
 from assynch.shards.dataset import ShardDataset
 from assynch.synth.clips import SynthSpec, generate_clips
 from assynch.train.frozen_features import (
@@ -69,7 +71,7 @@ from assynch.train.frozen_features import (
     predict_all_offsets,
     train_heads,
 )
-from assynch.train.inputs import StreamBatch, to_model_inputs
+from assynch.train.inputs import StreamBatch, audio_at_offsets, to_model_inputs
 
 log = logging.getLogger("quality")
 REPO = Path(__file__).resolve().parents[1]
@@ -101,6 +103,12 @@ VAL_CLASSES = list(range(0, 21, 2))
 MODEL_OVERRIDES = ["model.encoder_regime=frozen", "model.history_windows=4"]
 
 
+def model_config(args: argparse.Namespace, *overrides: str) -> AssynchConfig:
+    """The config every model of the run is built from: `--config`, the visual stem, then
+    `overrides` (the encoders' weights move between models, so their shapes must agree)."""
+    return load_config(args.config, [f"model.visual_encoder.stem={args.visual_stem}", *overrides])
+
+
 def level_config(args: argparse.Namespace, level: str, *extra: str) -> AssynchConfig:
     work = Path(args.work) / level
     overrides = [
@@ -112,6 +120,7 @@ def level_config(args: argparse.Namespace, level: str, *extra: str) -> AssynchCo
         f"preprocess.splits.test={args.splits[2]}",
         f"preprocess.num_workers={args.workers}",
         "model.encoder_regime=frozen",
+        f"model.visual_encoder.stem={args.visual_stem}",
         *extra,
     ]
     config = load_config(args.config, overrides)
@@ -164,37 +173,128 @@ def subset(batch: StreamBatch, index: torch.Tensor) -> StreamBatch:
 
 
 def shared_encoders(
-    config: AssynchConfig, rows: StreamBatch | None, args: argparse.Namespace, device: str
-) -> tuple[StreamingModel, list[float]]:
-    """The level's encoders: random (seeded) or after `--stage1-steps` of segment-level
-    contrastive pre-training on in-sync train windows."""
+    config: AssynchConfig, rows: StreamBatch | None, args: argparse.Namespace, device: str,
+    val_rows: StreamBatch | None = None,
+) -> tuple[StreamingModel, dict[str, Any]]:
+    """The level's encoders: random (seeded) or after `--stage1-steps` of a shared stage 1 on
+    in-sync train windows (`--stage1-objective`: Synchformer's segment-level InfoNCE, or visual
+    onset pre-training on segments of which half hold an audio onset), then frozen."""
     torch.manual_seed(args.encoder_seed)
-    model = build_model(load_config(args.config, ["model.kind=snapshot"])).to(device)
-    losses: list[float] = []
+    model = build_model(model_config(args, "model.kind=snapshot")).to(device)
+    report: dict[str, Any] = {"objective": args.stage1_objective, "losses": []}
     if args.stage1_steps and rows is not None:
         snapshot = model.snapshot
         apply_encoder_regime(model, "full")
+        if args.stage1_objective == "segment_contrastive":
+            snapshot.segment_logit_scale.requires_grad_(True)
+        else:  # the onset probe is part of what stage 1 trains
+            snapshot.visual_onset_head.requires_grad_(True)
         parameters = [p for p in snapshot.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=args.stage1_lr, weight_decay=0.05)
         generator = torch.Generator().manual_seed(args.encoder_seed)
         centre = torch.full((args.stage1_batch,), center_class(config.time))
-        snapshot.segment_logit_scale.requires_grad_(True)
+        onset_targets = (in_sync_onset_targets(snapshot, config, rows)
+                         if args.stage1_objective == "visual_onset" else None)
         model.train()
+        losses = report["losses"]
         for _ in range(args.stage1_steps):
-            index = torch.randint(len(rows), (args.stage1_batch,), generator=generator)
-            inputs = to_model_inputs(subset(rows, index), config, device=device,
-                                     offset_class=centre)
-            loss = snapshot.segment_contrastive_loss(
-                inputs.video.flatten(0, 1), inputs.audio.flatten(0, 1)
-            )
+            if onset_targets is None:
+                index = torch.randint(len(rows), (args.stage1_batch,), generator=generator)
+                inputs = to_model_inputs(subset(rows, index), config, device=device,
+                                         offset_class=centre)
+                loss = snapshot.segment_contrastive_loss(inputs.video.flatten(0, 1),
+                                                         inputs.audio.flatten(0, 1))
+            else:
+                loss = onset_stage1_loss(snapshot, config, rows, onset_targets,
+                                         args.stage1_segments, generator, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
             losses.append(float(loss.detach()))
-            log_progress(losses, "stage 1 InfoNCE")
+            log_progress(losses, f"stage 1 {args.stage1_objective}")
+        if onset_targets is not None and val_rows is not None:
+            report["val_auc"] = onset_auc(snapshot, config, val_rows, device)
+            log.info("stage 1 visual onset: validation AUC %.3f", report["val_auc"])
     apply_encoder_regime(model, "frozen")
-    return model.eval(), losses
+    return model.eval(), report
+
+
+@torch.no_grad()
+def in_sync_onset_targets(snapshot: Any, config: AssynchConfig, rows: StreamBatch) -> torch.Tensor:
+    """(N, W, S, steps) visual onset targets of every stream's segments, from its in-sync
+    audio (offset 0 s re-cut from the stored margin)."""
+    targets = []
+    for index in range(len(rows)):
+        audio = audio_at_offsets(
+            rows.mel[index].float(), stored_offset_sec=float(rows.offset_sec[index]),
+            audio_margin_sec=float(rows.audio_margin_sec[index]), offsets_sec=[0.0],
+            config=config,
+        )[0]  # (W, S, n_mels, T)
+        targets.append(snapshot.visual_onset_targets(audio))
+    return torch.stack(targets)
+
+
+def segment_video(
+    rows: StreamBatch, config: AssynchConfig, stream: torch.Tensor, window: torch.Tensor,
+    segment: torch.Tensor,
+) -> torch.Tensor:
+    """The normalised video (M, frames, 3, H, W) of segment `segment` of window `window` of
+    stream `stream` (each (M,)), cut straight from the stored frames."""
+    time, video = config.time, config.video
+    first = window * window_hop_frames(time) + segment * time.segment_stride_frames
+    index = first[:, None] + torch.arange(time.segment_frames)
+    frames = rows.frames[stream[:, None], index]  # (M, frames, H, W, 3) uint8
+    return (frames.permute(0, 1, 4, 2, 3).float() / 255.0 - video.mean) / video.std
+
+
+def onset_stage1_loss(
+    snapshot: Any, config: AssynchConfig, rows: StreamBatch, targets: torch.Tensor,
+    segments: int, generator: torch.Generator, device: str,
+) -> torch.Tensor:
+    """Visual onset pre-training on `segments` segments from across the train streams: half
+    drawn among the segments whose in-sync audio has an onset (salient), the rest uniformly;
+    each flipped left-right with probability 1/2 (the sound does not change)."""
+    flat = targets.flatten(0, 2)  # (N*W*S, steps)
+    salient = torch.nonzero(flat.amax(dim=1) > 0.5).flatten()
+    half = min(segments // 2, salient.numel())
+    picked = torch.cat((
+        salient[torch.randint(salient.numel(), (half,), generator=generator)],
+        torch.randint(flat.shape[0], (segments - half,), generator=generator),
+    ))
+    windows, per_window = targets.shape[1], targets.shape[2]
+    stream = picked // (windows * per_window)
+    window = picked // per_window % windows
+    video = segment_video(rows, config, stream, window, picked % per_window)
+    flip = torch.rand(segments, generator=generator) < 0.5
+    video[flip] = video[flip].flip(-1)
+    logits = snapshot.visual_onset_logits(video.to(device))
+    return two_path_onset_loss(*logits, flat[picked].to(device))
+
+
+@torch.no_grad()
+def onset_auc(snapshot: Any, config: AssynchConfig, rows: StreamBatch, device: str,
+              streams: int = 32) -> float:
+    """How well the pre-trained visual encoder finds the in-sync audio's onsets on held-out
+    streams: the ROC AUC of its onset logits for steps with target > 0.5 against the rest."""
+    snapshot.eval()
+    scores, labels = [], []
+    centre = torch.full((1,), center_class(config.time))
+    for index in range(min(streams, len(rows))):
+        inputs = to_model_inputs(subset(rows, torch.tensor([index])), config, device=device,
+                                 offset_class=centre)
+        video, audio = inputs.video.flatten(0, 1), inputs.audio.flatten(0, 1)
+        scores.append(snapshot.visual_onset_logits(video.flatten(0, 1))[0].flatten().cpu())
+        labels.append((snapshot.visual_onset_targets(audio) > 0.5).flatten().cpu())
+    score_all, label_all = torch.cat(scores), torch.cat(labels)
+    ranks = torch.empty_like(score_all)
+    ranks[score_all.argsort()] = torch.arange(score_all.numel(), dtype=score_all.dtype)
+    positives = int(label_all.sum())
+    negatives = label_all.numel() - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    return float((ranks[label_all].sum() - positives * (positives - 1) / 2)
+                 / (positives * negatives))
 
 
 def log_progress(losses: list[float], what: str, every: int = 100) -> None:
@@ -262,7 +362,7 @@ def train_system(
     device: str,
 ) -> tuple[StreamingModel, AssynchConfig, dict[str, Any]]:
     kind, overrides = SYSTEMS[name]
-    config = load_config(args.config, [f"model.kind={kind}", *MODEL_OVERRIDES, *overrides])
+    config = model_config(args, f"model.kind={kind}", *MODEL_OVERRIDES, *overrides)
     torch.manual_seed(1000 + seed)
     model = with_encoders(build_model(config), encoders).to(device)
     def evaluate(trained: StreamingModel) -> dict[str, float]:
@@ -344,11 +444,15 @@ def run_level(level: str, args: argparse.Namespace, device: str) -> dict[str, An
     shards = config.preprocess.output
     needs_rows = bool(args.stage1_steps) or level in args.regime_levels
     rows = load_rows(shards, "train", config) if needs_rows else None
+    val_rows = load_rows(shards, "val", config) if args.stage1_steps else None
     started = time.perf_counter()
-    encoders, stage1_losses = shared_encoders(config, rows, args, device)
+    encoders, stage1 = shared_encoders(config, rows, args, device, val_rows)
     walls["stage1"] = time.perf_counter() - started
     started = time.perf_counter()
-    cache = Path(args.work) / level / f"features-{args.encoder_seed}-{args.stage1_steps}.pt"
+    stage1_name = f"{args.stage1_objective}-{args.stage1_steps}" if args.stage1_steps else "none"
+    cache = Path(args.work) / level / (
+        f"features-{args.encoder_seed}-{args.visual_stem}-{stage1_name}.pt"
+    )
     if args.reuse_data and cache.is_file():  # same shards, same encoders: same features
         features = torch.load(cache, weights_only=False)
     else:
@@ -392,8 +496,9 @@ def run_level(level: str, args: argparse.Namespace, device: str) -> dict[str, An
                      {k: round(v, 3) for k, v in result["final"].items()}, history["train_sec"])
             if name == "snapshot":
                 # APA is the same weights with their predictions averaged over the windows seen.
-                averaged = build_model(load_config(args.config, ["model.kind=apa",
-                                                                 *MODEL_OVERRIDES])).to(device)
+                averaged = build_model(
+                    model_config(args, "model.kind=apa", *MODEL_OVERRIDES)
+                ).to(device)
                 averaged.load_state_dict(model.state_dict())
                 apa_predictions = predict_all_offsets(averaged, features["test"])
                 apa = score(apa_predictions.probs, apa_predictions.targets)
@@ -407,7 +512,8 @@ def run_level(level: str, args: argparse.Namespace, device: str) -> dict[str, An
                     regimes[regime].append({**outcome, "seed": seed})
     walls["systems"] = time.perf_counter() - started
     return {
-        "level": level, "counts": counts, "wall_sec": walls, "stage1_losses": stage1_losses,
+        "level": level, "counts": counts, "wall_sec": walls, "stage1_losses": stage1["losses"],
+        "stage1": {k: v for k, v in stage1.items() if k != "losses"},
         "systems": systems, "regimes": {k: v for k, v in regimes.items() if v},
         "skipped": skipped,
     }
@@ -616,6 +722,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stage1-steps", type=int, default=0)
     parser.add_argument("--stage1-batch", type=int, default=4)
     parser.add_argument("--stage1-lr", type=float, default=3e-4)
+    parser.add_argument("--stage1-objective", choices=["segment_contrastive", "visual_onset"],
+                        default="segment_contrastive")
+    parser.add_argument("--stage1-segments", type=int, default=16,
+                        help="visual onset stage 1: segments per step (half with an onset)")
+    parser.add_argument("--visual-stem", choices=["tubelet", "conv"], default="tubelet",
+                        help="the visual encoder's embedding (docs/MODELS.md); conv is meant "
+                        "with --stage1-objective visual_onset")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

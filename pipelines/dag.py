@@ -467,7 +467,7 @@ def stage1_args(config: AssynchConfig) -> list[str]:
     """The `--set` overrides that turn the training job into the stage-1 run."""
     stage1, train = config.dag.stage1, config.train
     overrides = [
-        "train.objective=segment_contrastive",
+        f"train.objective={stage1.objective}",
         f"model.encoder_regime={stage1.encoder_regime}",
         f"tracking.registered_model={stage1_model_name(config)}",
     ]
@@ -488,7 +488,8 @@ def encoders_asset(
     @dg.asset(name="encoders", deps=list(data_deps), retry_policy=retry,
               code_version=CODE_VERSION,
               description="Stage 1 (dag.stage1): the encoders pre-trained with Synchformer's "
-                          "segment-level audio-visual contrastive objective, registered as "
+                          "segment-level audio-visual contrastive objective (or the visual onset "
+                          "objective, dag.stage1.objective), registered as "
                           "<tracking.registered_model>-encoders; the model starts from it "
                           "(python -m pipelines.train --set train.objective=segment_contrastive).")
     def encoders(context: dg.AssetExecutionContext, runner: JobRunner) -> Any:

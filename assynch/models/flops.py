@@ -28,13 +28,14 @@ class ModelCost:
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
     """Parameters per part: visual_encoder, audio_encoder, projections (with the stage-1
-    temperature), sync, streaming (everything a streaming model adds), total."""
+    temperature and visual onset probe), sync, streaming (everything a streaming model adds),
+    total."""
     counts = {"visual_encoder": 0, "audio_encoder": 0, "projections": 0, "sync": 0, "streaming": 0}
     for name, parameter in model.named_parameters():
         part = name.removeprefix("snapshot.").split(".")[0]
         if part in ("visual_encoder", "audio_encoder", "sync"):
             counts[part] += parameter.numel()
-        elif part in ("visual_proj", "audio_proj", "segment_logit_scale"):
+        elif part in ("visual_proj", "audio_proj", "segment_logit_scale", "visual_onset_head"):
             counts["projections"] += parameter.numel()
         else:
             counts["streaming"] += parameter.numel()

@@ -28,6 +28,7 @@ from assynch.config import AssynchConfig, ConfigError, HeadConfig
 from assynch.models.encoders import AudioEncoder, VisualEncoder
 from assynch.models.layers import encoder_layer, init_vit_weights
 from assynch.models.losses import bounded_logit_scale, info_nce, logit_scale_parameter
+from assynch.models.visual_onset import onset_targets, step_onset_strength, two_path_onset_loss
 from assynch.samples.offsets import offset_grid_sec
 
 
@@ -265,6 +266,22 @@ class SnapshotModel(nn.Module):
         self.segment_logit_scale = nn.Parameter(
             logit_scale_parameter(model.contrastive_temperature)
         )
+        # Stage-1 visual onset pre-training (`train.objective: visual_onset`): a linear probe
+        # from each tubelet step's visual token to "the in-sync audio has an onset here".
+        # Frozen unless that stage 1 runs (the training loop unfreezes it), so DDP and the
+        # encoder regimes see no parameter that the offsets objective leaves unused.
+        # Initialised from its own generator, so every other weight of a seeded model is what it
+        # was before this probe existed; not at zero, where the encoder would get no gradient
+        # until the probe itself had moved.
+        self.visual_onset_head = nn.utils.skip_init(nn.Linear, model.visual_encoder.dim, 1)
+        nn.init.normal_(self.visual_onset_head.weight, std=0.5 / model.visual_encoder.dim**0.5,
+                        generator=torch.Generator().manual_seed(0))
+        nn.init.zeros_(self.visual_onset_head.bias)
+        self.visual_onset_head.requires_grad_(False)
+        self.mel_per_step = round(
+            model.visual_encoder.tubelet_frames / time.fps * time.sample_rate
+            / config.audio.hop_length
+        )
         init_vit_weights(self.visual_proj)
         init_vit_weights(self.audio_proj)
 
@@ -403,3 +420,26 @@ class SnapshotModel(nn.Module):
         positives = torch.arange(visual.shape[0], device=visual.device)
         visual_to_audio = info_nce(visual, audible, positives, scale)
         return 0.5 * (visual_to_audio + info_nce(audible, visual, positives, scale))
+
+    def visual_onset_logits(self, segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M, frames, 3, H, W) segments -> logits of "the in-sync audio has an onset in this
+        tubelet step", (M, steps) each: from the step's pooled token (what the models after the
+        encoder read), and the largest over the step's patch tokens (where a small object is:
+        the short path by which the encoder learns to find it; docs/TRAINING.md)."""
+        patches = self.visual_encoder.patch_tokens(segments)  # (M, steps, patches, Dv)
+        pooled = self.visual_onset_head(self.visual_encoder.pool(patches)).squeeze(-1)
+        strongest = self.visual_onset_head(patches).squeeze(-1).amax(dim=-1)
+        return pooled, strongest
+
+    def visual_onset_targets(self, audio: torch.Tensor) -> torch.Tensor:
+        """(N, S, n_mels, T) in-sync audio -> (N, S, steps) onset targets (0 or 1), normalised
+        per window (`assynch.models.visual_onset`)."""
+        return onset_targets(step_onset_strength(audio, self.visual_encoder.steps,
+                                                 self.mel_per_step))
+
+    def visual_onset_loss(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """Stage-1 visual onset pre-training on (N, S, ...) in-sync windows: the weighted binary
+        cross-entropy of both `visual_onset_logits` against the audio's onsets, averaged."""
+        self.check_inputs(video, audio, leading=1)
+        targets = self.visual_onset_targets(audio).flatten(0, 1)
+        return two_path_onset_loss(*self.visual_onset_logits(video.flatten(0, 1)), targets)

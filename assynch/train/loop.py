@@ -85,6 +85,8 @@ def build_training_model(config: AssynchConfig) -> StreamingModel:
         from assynch.train.init import load_init_weights
 
         load_init_weights(model, config.model.init_from, config)
+    # The visual onset probe only serves its stage 1: frozen otherwise (build_model's default).
+    model.snapshot.visual_onset_head.requires_grad_(config.train.objective == "visual_onset")
     return model
 
 
@@ -335,8 +337,8 @@ def evaluate(
 def _loss_names(config: AssynchConfig) -> list[str]:
     """The loss terms a rank without validation samples reports (as zeros): exactly the keys
     `compute_losses` returns, sorted, or the ranks' all-reduces would differ in size."""
-    if config.train.objective == "segment_contrastive":
-        return ["segment_contrastive", "total"]
+    if config.train.objective != "offsets":  # a stage-1 objective: its own term only
+        return sorted([config.train.objective, "total"])
     names = ["contrastive", "cross_entropy", "emd", "total"]
     if config.model.kind == "as_synchformer":  # its streaming tokens add the diversity term
         names.append("diversity")

@@ -56,11 +56,15 @@ def compute_losses(
     offsets, and the other windows of the batch); the per-window logits come back under
     "logits" for the metrics.
     segment_contrastive: Synchformer's stage 1 on every window's segments (no offset logits).
+    visual_onset: the visual encoder predicts the in-sync audio's onsets (no offset logits).
     """
-    if config.train.objective == "segment_contrastive":
+    if config.train.objective in ("segment_contrastive", "visual_onset"):
         windows = video.flatten(0, 1), audio.flatten(0, 1)  # (B*W, S, ...)
-        loss = model.snapshot.segment_contrastive_loss(*windows)
-        return {"segment_contrastive": loss, "total": loss}
+        stage1 = (model.snapshot.segment_contrastive_loss
+                  if config.train.objective == "segment_contrastive"
+                  else model.snapshot.visual_onset_loss)
+        loss = stage1(*windows)
+        return {config.train.objective: loss, "total": loss}
     output = model(video, audio, contrastive_audio, contrastive_hypotheses)
     losses = total_loss(output, offset_class, config.model.losses, source_ids)
     return {**losses, "logits": output.logits}

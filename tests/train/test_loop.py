@@ -325,6 +325,7 @@ def test_resume_after_a_crash_gives_the_uninterrupted_run(
     ("model.kind=as_synchformer",),
     ("model.kind=as_synchformer", "model.losses.snapshot=0"),
     ("train.objective=segment_contrastive",),
+    ("train.objective=visual_onset", "model.visual_encoder.stem=conv"),
 ])
 def test_a_rank_without_validation_samples_reports_the_same_loss_terms(
     train_shards: dict[str, Any], overrides: tuple[str, ...]

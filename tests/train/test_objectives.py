@@ -1,4 +1,5 @@
-"""Stage 1 (segment contrastive) -> `model.init_from` -> offsets; early stopping (in-process)."""
+"""Stage 1 (segment contrastive, visual onset) -> `model.init_from` -> offsets; early stopping
+(in-process)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,26 @@ def test_stage1_run_then_an_offsets_model_starts_from_its_weights(
     with pytest.raises(UserError, match="init_from"):
         build_training_model(train_config(train_shards["shards"], str(tmp_path),
                                           f"model.init_from={tmp_path / 'none.pt'}"))
+
+
+def test_visual_onset_stage1_trains_the_visual_encoder_and_its_probe_only(
+    train_shards: dict[str, Any], tmp_path: Path
+) -> None:
+    stage1 = train_config(train_shards["shards"], str(tmp_path), "train.epochs=1",
+                          "train.max_steps_per_epoch=2", "train.objective=visual_onset",
+                          "model.encoder_regime=full", "model.visual_encoder.stem=conv")
+    progress = run_local(stage1, tmp_path / "onset")
+    row = progress.history[0]
+    assert math.isfinite(row["train/visual_onset"]) and row["train/visual_onset"] > 0
+    assert "val/visual_onset" in row and "val/acc1" not in row  # no offset logits
+    checkpoint = local_checkpoints(tmp_path / "onset")[-1]
+    trained = torch.load(checkpoint / "model.pt", weights_only=True)["state_dict"]
+    fresh = build_training_model(stage1).state_dict()  # same seed: the weights it started from
+    moved = {key for key in trained if not torch.equal(fresh[key], trained[key])}
+    assert any(".visual_encoder.conv_stem." in key for key in moved)
+    assert any(".visual_onset_head." in key for key in moved)
+    # Nothing else has a gradient in this objective: audio encoder, sync, streaming parts.
+    assert all(".visual_encoder." in key or ".visual_onset_head." in key for key in moved), moved
 
 
 def test_early_stopping_after_patience_epochs_without_a_better_score(
