@@ -193,8 +193,13 @@ def shared_encoders(
         optimizer = torch.optim.AdamW(parameters, lr=args.stage1_lr, weight_decay=0.05)
         generator = torch.Generator().manual_seed(args.encoder_seed)
         centre = torch.full((args.stage1_batch,), center_class(config.time))
-        onset_targets = (in_sync_onset_targets(snapshot, config, rows)
-                         if args.stage1_objective == "visual_onset" else None)
+        onset_targets = None
+        if args.stage1_objective == "visual_onset":
+            onset_targets = (listed_onset_targets(config, "train", rows)
+                             if args.stage1_targets == "listed"
+                             else in_sync_onset_targets(snapshot, config, rows))
+            log.info("stage 1 visual onset: %s targets, %.4f of steps", args.stage1_targets,
+                     float(onset_targets.mean()))
         model.train()
         losses = report["losses"]
         for _ in range(args.stage1_steps):
@@ -214,7 +219,10 @@ def shared_encoders(
             losses.append(float(loss.detach()))
             log_progress(losses, f"stage 1 {args.stage1_objective}")
         if onset_targets is not None and val_rows is not None:
-            report["val_auc"] = onset_auc(snapshot, config, val_rows, device)
+            val_targets = (listed_onset_targets(config, "val", val_rows)
+                           if args.stage1_targets == "listed"
+                           else in_sync_onset_targets(snapshot, config, val_rows))
+            report["val_auc"] = onset_auc(snapshot, config, val_rows, val_targets, device)
             log.info("stage 1 visual onset: validation AUC %.3f", report["val_auc"])
     apply_encoder_regime(model, "frozen")
     return model.eval(), report
@@ -233,6 +241,34 @@ def in_sync_onset_targets(snapshot: Any, config: AssynchConfig, rows: StreamBatc
         )[0]  # (W, S, n_mels, T)
         targets.append(snapshot.visual_onset_targets(audio))
     return torch.stack(targets)
+
+
+def listed_onset_targets(config: AssynchConfig, split: str, rows: StreamBatch) -> torch.Tensor:
+    """(N, W, S, steps) targets from the synthetic clips' own metadata instead of the audio: 1
+    at the tubelet step that holds a listed audio-visual onset (`--stage1-targets listed`, a
+    diagnostic: real footage has no such list)."""
+    time, visual = config.time, config.model.visual_encoder
+    step_sec = visual.tubelet_frames / time.fps
+    columns = ["sample_id", "video_uid", "window_starts_sec"]
+    starts, clips = {}, {}
+    for batch in ShardDataset(config.preprocess.output, split, batch_size=64, columns=columns):
+        for sample, clip, window_starts in zip(batch["sample_id"], batch["video_uid"],
+                                               batch["window_starts_sec"], strict=True):
+            starts[sample], clips[sample] = [float(t) for t in window_starts], clip
+    targets = torch.zeros(len(rows), time.windows_per_sample, time.segments_per_window,
+                          visual.out_tokens)
+    for index, sample in enumerate(rows.sample_id):
+        sidecar = Path(config.preprocess.input) / f"{clips[sample]}.json"
+        events = json.loads(sidecar.read_text())["events"]
+        onsets = [t for event in events if event["audio_visual"] for t in event["onsets_sec"]]
+        for window, window_start in enumerate(starts[sample]):
+            for segment in range(time.segments_per_window):
+                first = window_start + segment * time.segment_stride_sec
+                for onset in onsets:
+                    step = math.floor((onset - first) / step_sec + 1e-6)
+                    if 0 <= step < visual.out_tokens:
+                        targets[index, window, segment, step] = 1.0
+    return targets
 
 
 def segment_video(
@@ -273,19 +309,19 @@ def onset_stage1_loss(
 
 
 @torch.no_grad()
-def onset_auc(snapshot: Any, config: AssynchConfig, rows: StreamBatch, device: str,
-              streams: int = 32) -> float:
-    """How well the pre-trained visual encoder finds the in-sync audio's onsets on held-out
-    streams: the ROC AUC of its onset logits for steps with target > 0.5 against the rest."""
+def onset_auc(snapshot: Any, config: AssynchConfig, rows: StreamBatch, targets: torch.Tensor,
+              device: str, streams: int = 32) -> float:
+    """How well the pre-trained visual encoder finds the onsets on held-out streams: the ROC
+    AUC of its pooled-token onset logits, steps with target 1 against the rest."""
     snapshot.eval()
     scores, labels = [], []
-    centre = torch.full((1,), center_class(config.time))
+    windows, segments = targets.shape[1], targets.shape[2]
     for index in range(min(streams, len(rows))):
-        inputs = to_model_inputs(subset(rows, torch.tensor([index])), config, device=device,
-                                 offset_class=centre)
-        video, audio = inputs.video.flatten(0, 1), inputs.audio.flatten(0, 1)
-        scores.append(snapshot.visual_onset_logits(video.flatten(0, 1))[0].flatten().cpu())
-        labels.append((snapshot.visual_onset_targets(audio) > 0.5).flatten().cpu())
+        window = torch.arange(windows).repeat_interleave(segments)
+        segment = torch.arange(segments).repeat(windows)
+        video = segment_video(rows, config, torch.full_like(window, index), window, segment)
+        scores.append(snapshot.visual_onset_logits(video.to(device))[0].flatten().cpu())
+        labels.append(targets[index].flatten() > 0.5)
     score_all, label_all = torch.cat(scores), torch.cat(labels)
     ranks = torch.empty_like(score_all)
     ranks[score_all.argsort()] = torch.arange(score_all.numel(), dtype=score_all.dtype)
@@ -449,7 +485,8 @@ def run_level(level: str, args: argparse.Namespace, device: str) -> dict[str, An
     encoders, stage1 = shared_encoders(config, rows, args, device, val_rows)
     walls["stage1"] = time.perf_counter() - started
     started = time.perf_counter()
-    stage1_name = f"{args.stage1_objective}-{args.stage1_steps}" if args.stage1_steps else "none"
+    stage1_name = (f"{args.stage1_objective}-{args.stage1_targets}-{args.stage1_steps}"
+                   if args.stage1_steps else "none")
     cache = Path(args.work) / level / (
         f"features-{args.encoder_seed}-{args.visual_stem}-{stage1_name}.pt"
     )
@@ -724,6 +761,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stage1-lr", type=float, default=3e-4)
     parser.add_argument("--stage1-objective", choices=["segment_contrastive", "visual_onset"],
                         default="segment_contrastive")
+    parser.add_argument("--stage1-targets", choices=["audio", "listed"], default="audio",
+                        help="visual onset stage 1: onsets from the in-sync audio, or (a "
+                        "diagnostic for synthetic clips) from the clips' listed onsets")
     parser.add_argument("--stage1-segments", type=int, default=16,
                         help="visual onset stage 1: segments per step (half with an onset)")
     parser.add_argument("--visual-stem", choices=["tubelet", "conv"], default="tubelet",
