@@ -9,10 +9,14 @@ Per level (docs/BENCHMARKS.md, "Quality"):
    job (`run_local`, configs/quickstart.yaml's time base: 4 windows of 4.8 s per stream sample,
    64 px frames) with a 4 s audio margin, so that every stream sample can be shown at every one
    of the 21 offset classes. Train/val/test split by clip (the job's own hash split).
-2. **Encoders, once.** One set of encoder weights per level (seed `--encoder-seed`), optionally
-   trained by a shared stage 1 (Synchformer's segment-level contrastive pre-training, in-sync
-   audio, `--stage1-steps`), then frozen. Every sample's encoder features are computed once,
-   with its audio at all 21 offsets (`assynch.train.frozen_features`).
+2. **Encoders, once.** One set of encoder weights per level (seed `--encoder-seed`; the visual
+   encoder's embedding `--visual-stem tubelet|conv`), optionally trained by a shared stage 1 of
+   `--stage1-steps` on in-sync train windows (`--stage1-objective`: Synchformer's segment-level
+   contrastive pre-training, or visual onset pre-training with targets from the audio or, as a
+   diagnostic, the synthetic clips' listed onsets, `--stage1-targets`), then frozen. Every
+   sample's encoder features are computed once, with its audio at all 21 offsets
+   (`assynch.train.frozen_features`); with `--reuse-data` the stage-1 weights and the features
+   are kept in `--work` and reused.
 3. **Systems, same budget.** Each learned system trains everything after the encoders for
    `--steps` steps of `--batch-size` streams (a fresh uniform offset per stream and step), one
    run per seed: the snapshot model (APA is the same run, its predictions averaged over the
@@ -481,15 +485,27 @@ def run_level(level: str, args: argparse.Namespace, device: str) -> dict[str, An
     needs_rows = bool(args.stage1_steps) or level in args.regime_levels
     rows = load_rows(shards, "train", config) if needs_rows else None
     val_rows = load_rows(shards, "val", config) if args.stage1_steps else None
-    started = time.perf_counter()
-    encoders, stage1 = shared_encoders(config, rows, args, device, val_rows)
-    walls["stage1"] = time.perf_counter() - started
-    started = time.perf_counter()
     stage1_name = (f"{args.stage1_objective}-{args.stage1_targets}-{args.stage1_steps}"
                    if args.stage1_steps else "none")
-    cache = Path(args.work) / level / (
-        f"features-{args.encoder_seed}-{args.visual_stem}-{stage1_name}.pt"
-    )
+    name = f"{args.encoder_seed}-{args.visual_stem}-{stage1_name}"
+    cache = Path(args.work) / level / f"features-{name}.pt"
+    stored_encoders = Path(args.work) / level / f"encoders-{name}.pt"
+    started = time.perf_counter()
+    if args.reuse_data and args.stage1_steps and stored_encoders.is_file():
+        # same shards, same seed and settings: stage 1 would train the same weights again
+        encoders = build_model(model_config(args, "model.kind=snapshot")).to(device)
+        saved = torch.load(stored_encoders, weights_only=False)
+        encoders.load_state_dict(saved["state_dict"])
+        apply_encoder_regime(encoders, "frozen")
+        encoders.eval()
+        stage1 = saved["report"]
+        log.info("%s: reusing the stage-1 encoders %s (--reuse-data)", level, stored_encoders)
+    else:
+        encoders, stage1 = shared_encoders(config, rows, args, device, val_rows)
+        if args.reuse_data and args.stage1_steps:
+            torch.save({"state_dict": encoders.state_dict(), "report": stage1}, stored_encoders)
+    walls["stage1"] = time.perf_counter() - started
+    started = time.perf_counter()
     if args.reuse_data and cache.is_file():  # same shards, same encoders: same features
         features = torch.load(cache, weights_only=False)
     else:
