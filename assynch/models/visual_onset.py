@@ -36,8 +36,8 @@ ONSET_Z = 6.0
 # more than half its steps at the same flux does not call every small rise one.
 MAD_FLOOR = 0.01
 # Onsets are rare (a few % of steps): their term counts this many times. A loss that weighs
-# onsets and the rest half each (balanced) sat at its stationary point ln 2 for 600 steps on the
-# `hard` clips where this one had left it by step 400 (same encoder, same labels).
+# onsets and the rest half each (balanced) sat at ln 2 through the 400 steps it ran on the `hard`
+# clips, where this one (same encoder, same labels) had started to learn by step 400.
 ONSET_POSITIVE_WEIGHT = 4.0
 
 
