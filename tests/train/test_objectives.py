@@ -11,23 +11,32 @@ import pytest
 import torch
 from train_support import train_config
 
+from assynch.config import AssynchConfig
 from assynch.errors import UserError
 from assynch.train.local import local_checkpoints, run_local
 from assynch.train.loop import build_training_model
 
 
+def run_stage1(
+    train_shards: dict[str, Any], tmp_path: Path, objective: str, *overrides: str
+) -> tuple[AssynchConfig, Path, dict[str, torch.Tensor]]:
+    """Two steps of a stage-1 run with `objective`: its config, last checkpoint and weights,
+    after checking that it reports its own loss term and no offset metrics."""
+    config = train_config(train_shards["shards"], str(tmp_path), "train.epochs=1",
+                          "train.max_steps_per_epoch=2", f"train.objective={objective}",
+                          "model.encoder_regime=full", *overrides)
+    progress = run_local(config, tmp_path / objective)
+    row = progress.history[0]
+    assert math.isfinite(row[f"train/{objective}"]) and row[f"train/{objective}"] > 0
+    assert f"val/{objective}" in row and "val/acc1" not in row  # no offset logits
+    checkpoint = local_checkpoints(tmp_path / objective)[-1]
+    return config, checkpoint, torch.load(checkpoint / "model.pt", weights_only=True)["state_dict"]
+
+
 def test_stage1_run_then_an_offsets_model_starts_from_its_weights(
     train_shards: dict[str, Any], tmp_path: Path
 ) -> None:
-    stage1 = train_config(train_shards["shards"], str(tmp_path), "train.epochs=1",
-                          "train.max_steps_per_epoch=2", "train.objective=segment_contrastive",
-                          "model.encoder_regime=full")
-    progress = run_local(stage1, tmp_path / "stage1")
-    row = progress.history[0]
-    assert math.isfinite(row["train/segment_contrastive"]) and row["train/segment_contrastive"] > 0
-    assert "val/segment_contrastive" in row and "val/acc1" not in row  # no offset logits
-    checkpoint = local_checkpoints(tmp_path / "stage1")[-1]
-    trained = torch.load(checkpoint / "model.pt", weights_only=True)["state_dict"]
+    _, checkpoint, trained = run_stage1(train_shards, tmp_path, "segment_contrastive")
 
     offsets = train_config(train_shards["shards"], str(tmp_path), f"model.init_from={checkpoint}",
                            "train.seed=5")
@@ -50,15 +59,8 @@ def test_stage1_run_then_an_offsets_model_starts_from_its_weights(
 def test_visual_onset_stage1_trains_the_visual_encoder_and_its_probe_only(
     train_shards: dict[str, Any], tmp_path: Path
 ) -> None:
-    stage1 = train_config(train_shards["shards"], str(tmp_path), "train.epochs=1",
-                          "train.max_steps_per_epoch=2", "train.objective=visual_onset",
-                          "model.encoder_regime=full", "model.visual_encoder.stem=conv")
-    progress = run_local(stage1, tmp_path / "onset")
-    row = progress.history[0]
-    assert math.isfinite(row["train/visual_onset"]) and row["train/visual_onset"] > 0
-    assert "val/visual_onset" in row and "val/acc1" not in row  # no offset logits
-    checkpoint = local_checkpoints(tmp_path / "onset")[-1]
-    trained = torch.load(checkpoint / "model.pt", weights_only=True)["state_dict"]
+    stage1, _, trained = run_stage1(train_shards, tmp_path, "visual_onset",
+                                    "model.visual_encoder.stem=conv")
     fresh = build_training_model(stage1).state_dict()  # same seed: the weights it started from
     moved = {key for key in trained if not torch.equal(fresh[key], trained[key])}
     assert any(".visual_encoder.conv_stem." in key for key in moved)
