@@ -486,7 +486,8 @@ def run_level(level: str, args: argparse.Namespace, device: str) -> dict[str, An
     rows = load_rows(shards, "train", config) if needs_rows else None
     val_rows = load_rows(shards, "val", config) if args.stage1_steps else None
     stage1_name = (f"{args.stage1_objective}-{args.stage1_targets}-{args.stage1_steps}"
-                   if args.stage1_steps else "none")
+                   f"-lr{args.stage1_lr:g}-b{args.stage1_batch}-s{args.stage1_segments}"
+                   if args.stage1_steps else "none")  # everything that changes its weights
     name = f"{args.encoder_seed}-{args.visual_stem}-{stage1_name}"
     cache = Path(args.work) / level / f"features-{name}.pt"
     stored_encoders = Path(args.work) / level / f"encoders-{name}.pt"
