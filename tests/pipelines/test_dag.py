@@ -162,3 +162,15 @@ def test_stage1_encoders_initialise_the_model(first_run) -> None:  # type: ignor
     model_params = client.get_run(model.metadata["run_id"]).data.params
     assert model_params["model.init_from"] == "models:/as-synchformer-encoders/1"
     assert model_params["train.objective"] == "offsets"
+
+
+def test_stage1_runs_the_configured_objective() -> None:
+    from assynch.config import load_config
+    from pipelines.dag import stage1_args
+
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml",
+                         ["dag.stage1.objective=visual_onset", "dag.stage1.epochs=3"])
+    args = stage1_args(config)
+    overrides = [value for flag, value in zip(args[::2], args[1::2], strict=True)
+                 if flag == "--set"]
+    assert "train.objective=visual_onset" in overrides and "train.epochs=3" in overrides
