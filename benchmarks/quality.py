@@ -64,8 +64,8 @@ from assynch.models.regimes import apply_encoder_regime
 from assynch.models.visual_onset import two_path_onset_loss
 from assynch.preprocess.job import run_local
 from assynch.preprocess.plan import preprocess_config_hash
+from assynch.samples.model_inputs import selected_video_segments
 from assynch.samples.offsets import center_class, offset_grid_sec
-from assynch.samples.plan import window_hop_frames
 from assynch.shards.dataset import ShardDataset
 from assynch.synth.clips import SynthSpec, generate_clips
 from assynch.train.frozen_features import (
@@ -275,19 +275,6 @@ def listed_onset_targets(config: AssynchConfig, split: str, rows: StreamBatch) -
     return targets
 
 
-def segment_video(
-    rows: StreamBatch, config: AssynchConfig, stream: torch.Tensor, window: torch.Tensor,
-    segment: torch.Tensor,
-) -> torch.Tensor:
-    """The normalised video (M, frames, 3, H, W) of segment `segment` of window `window` of
-    stream `stream` (each (M,)), cut straight from the stored frames."""
-    time, video = config.time, config.video
-    first = window * window_hop_frames(time) + segment * time.segment_stride_frames
-    index = first[:, None] + torch.arange(time.segment_frames)
-    frames = rows.frames[stream[:, None], index]  # (M, frames, H, W, 3) uint8
-    return (frames.permute(0, 1, 4, 2, 3).float() / 255.0 - video.mean) / video.std
-
-
 def onset_stage1_loss(
     snapshot: Any, config: AssynchConfig, rows: StreamBatch, targets: torch.Tensor,
     segments: int, generator: torch.Generator, device: str,
@@ -305,7 +292,8 @@ def onset_stage1_loss(
     windows, per_window = targets.shape[1], targets.shape[2]
     stream = picked // (windows * per_window)
     window = picked // per_window % windows
-    video = segment_video(rows, config, stream, window, picked % per_window)
+    video = selected_video_segments(rows.frames, config.time, config.video, stream, window,
+                                    picked % per_window)
     flip = torch.rand(segments, generator=generator) < 0.5
     video[flip] = video[flip].flip(-1)
     logits = snapshot.visual_onset_logits(video.to(device))
@@ -323,7 +311,8 @@ def onset_auc(snapshot: Any, config: AssynchConfig, rows: StreamBatch, targets: 
     for index in range(min(streams, len(rows))):
         window = torch.arange(windows).repeat_interleave(segments)
         segment = torch.arange(segments).repeat(windows)
-        video = segment_video(rows, config, torch.full_like(window, index), window, segment)
+        video = selected_video_segments(rows.frames, config.time, config.video,
+                                        torch.full_like(window, index), window, segment)
         scores.append(snapshot.visual_onset_logits(video.to(device))[0].flatten().cpu())
         labels.append(targets[index].flatten() > 0.5)
     score_all, label_all = torch.cat(scores), torch.cat(labels)
@@ -484,7 +473,6 @@ def run_level(level: str, args: argparse.Namespace, device: str) -> dict[str, An
     shards = config.preprocess.output
     needs_rows = bool(args.stage1_steps) or level in args.regime_levels
     rows = load_rows(shards, "train", config) if needs_rows else None
-    val_rows = load_rows(shards, "val", config) if args.stage1_steps else None
     stage1_name = (f"{args.stage1_objective}-{args.stage1_targets}-{args.stage1_steps}"
                    f"-lr{args.stage1_lr:g}-b{args.stage1_batch}-s{args.stage1_segments}"
                    if args.stage1_steps else "none")  # everything that changes its weights
@@ -502,6 +490,7 @@ def run_level(level: str, args: argparse.Namespace, device: str) -> dict[str, An
         stage1 = saved["report"]
         log.info("%s: reusing the stage-1 encoders %s (--reuse-data)", level, stored_encoders)
     else:
+        val_rows = load_rows(shards, "val", config) if args.stage1_steps else None
         encoders, stage1 = shared_encoders(config, rows, args, device, val_rows)
         if args.reuse_data and args.stage1_steps:
             torch.save({"state_dict": encoders.state_dict(), "report": stage1}, stored_encoders)

@@ -130,8 +130,7 @@ class ConvStem(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        count, frames = video.shape[:2]
-        context = STEM_CONTEXT_FRAMES
+        count, context = video.shape[0], STEM_CONTEXT_FRAMES
         padded = torch.cat(
             (video[:, :1].expand(-1, context, -1, -1, -1), video,
              video[:, -1:].expand(-1, context, -1, -1, -1)), dim=1,

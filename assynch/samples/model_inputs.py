@@ -29,16 +29,36 @@ def batch_video_segments(frames_u8: Tensor, time: TimeBase, video: VideoFeatures
             f"frames must be uint8 (T >= {needed}, H, W, 3) covering the stream sample, got "
             f"{tuple(frames_u8.shape[1:])}"
         )
-    hop = window_hop_frames(time)
-    stride = time.segment_stride_frames
     device = frames_u8.device
-    window_index = torch.arange(time.windows_per_sample, device=device) * hop
-    segment_index = torch.arange(time.segments_per_window, device=device) * stride
-    frame_index = torch.arange(time.segment_frames, device=device)
-    index = window_index[:, None, None] + segment_index[None, :, None] + frame_index
-    segments = frames_u8[:, index]  # (B, W, S, F, H, W, 3) uint8
-    segments = segments.permute(0, 1, 2, 3, 6, 4, 5).to(torch.float32)
-    return (segments / 255.0 - video.mean) / video.std
+    first = segment_first_frames(
+        time, torch.arange(time.windows_per_sample, device=device)[:, None],
+        torch.arange(time.segments_per_window, device=device)[None, :],
+    )
+    index = first[..., None] + torch.arange(time.segment_frames, device=device)
+    return _normalised(frames_u8[:, index], video)  # from (B, W, S, F, H, W, 3) uint8
+
+
+def selected_video_segments(
+    frames_u8: Tensor, time: TimeBase, video: VideoFeatures, stream: Tensor, window: Tensor,
+    segment: Tensor,
+) -> Tensor:
+    """uint8 frames (B, T, H, W, 3) -> the normalised segments (M, F, 3, H, W) of segment
+    `segment` of window `window` of stream `stream` (each (M,)): a few segments cut straight
+    from many streams, without expanding every segment of each."""
+    index = segment_first_frames(time, window, segment)[:, None] + torch.arange(
+        time.segment_frames, device=frames_u8.device
+    )
+    return _normalised(frames_u8[stream[:, None], index], video)
+
+
+def segment_first_frames(time: TimeBase, window: Tensor, segment: Tensor) -> Tensor:
+    """Frame of a stream sample where segment `segment` of window `window` starts."""
+    return window * window_hop_frames(time) + segment * time.segment_stride_frames
+
+
+def _normalised(segments_u8: Tensor, video: VideoFeatures) -> Tensor:
+    """(..., F, H, W, 3) uint8 -> (..., F, 3, H, W) float32, normalised for the model."""
+    return (segments_u8.movedim(-1, -3).to(torch.float32) / 255.0 - video.mean) / video.std
 
 
 def audio_segment_start_frames(
