@@ -326,8 +326,9 @@ class TrainConfig(_Section):
         "kinds and validation cut none",
     )
     shuffle_buffer: int = Field(16, ge=0, description="rows in each worker's shuffle buffer")
-    select_metric: Literal["acc1", "acc1_pm1", "emd_sec", "loss"] = Field(
-        "acc1", description="validation metric (after the last window) that ranks checkpoints"
+    select_metric: Literal["acc1", "acc1_pm1", "emd_sec", "loss", "onset_auc"] = Field(
+        "acc1", description="validation metric (after the last window) that ranks checkpoints; "
+        "onset_auc: the visual onset probe's held-out AUC (objective visual_onset only)"
     )
     early_stopping_patience: int | None = Field(
         None, gt=0, description="stop after this many epochs without a better select_metric"
@@ -350,6 +351,16 @@ class TrainConfig(_Section):
     keep_checkpoints: int = Field(2, gt=0, description="checkpoints kept (best ones by metric)")
     max_failures: int = Field(2, ge=0, description="worker-group restarts from a checkpoint")
     tracking: bool = Field(True, description="log to MLflow (assynch.tracking) from rank 0")
+
+    @model_validator(mode="after")
+    def _select_metric_reported(self) -> TrainConfig:
+        if self.select_metric == "onset_auc" and self.objective != "visual_onset":
+            raise ValueError(
+                f"train.select_metric=onset_auc is only reported by train.objective="
+                f"visual_onset (this run: {self.objective}); pick acc1, acc1_pm1, emd_sec or "
+                "loss"
+            )
+        return self
 
     @model_validator(mode="after")
     def _shards_named(self) -> TrainConfig:

@@ -13,10 +13,10 @@ Per level (docs/BENCHMARKS.md, "Quality"):
    encoder's embedding `--visual-stem tubelet|conv`), optionally trained by a shared stage 1 of
    `--stage1-steps` on in-sync train windows (`--stage1-objective`: Synchformer's segment-level
    contrastive pre-training, or visual onset pre-training with targets from the audio or, as a
-   diagnostic, the synthetic clips' listed onsets, `--stage1-targets`), then frozen. Every
-   sample's encoder features are computed once, with its audio at all 21 offsets
-   (`assynch.train.frozen_features`); with `--reuse-data` the stage-1 weights and the features
-   are kept in `--work` and reused.
+   diagnostic, the synthetic clips' listed onsets or the audio's on-screen onsets,
+   `--stage1-targets`), then frozen. Every sample's encoder features are computed once, with
+   its audio at all 21 offsets (`assynch.train.frozen_features`); with `--reuse-data` the
+   stage-1 weights and the features are kept in `--work` and reused.
 3. **Systems, same budget.** Each learned system trains everything after the encoders for
    `--steps` steps of `--batch-size` streams (a fresh uniform offset per stream and step), one
    run per seed: the snapshot model (APA is the same run, its predictions averaged over the
@@ -61,7 +61,12 @@ from assynch.eval.metrics import offset_metrics, streaming_metrics
 from assynch.eval.onset_baseline import DEFAULT_SCALE, streaming_logits, window_correlations
 from assynch.models import StreamingModel, build_model, total_loss
 from assynch.models.regimes import apply_encoder_regime
-from assynch.models.visual_onset import two_path_onset_loss
+from assynch.models.visual_onset import (
+    AUC_BINS,
+    auc_from_counts,
+    onset_score_counts,
+    two_path_onset_loss,
+)
 from assynch.preprocess.job import run_local
 from assynch.preprocess.plan import preprocess_config_hash
 from assynch.samples.model_inputs import selected_video_segments
@@ -199,9 +204,8 @@ def shared_encoders(
         centre = torch.full((args.stage1_batch,), center_class(config.time))
         onset_targets = None
         if args.stage1_objective == "visual_onset":
-            onset_targets = (listed_onset_targets(config, "train", rows)
-                             if args.stage1_targets == "listed"
-                             else in_sync_onset_targets(snapshot, config, rows))
+            onset_targets = stage1_onset_targets(args.stage1_targets, snapshot, config,
+                                                 "train", rows)
             log.info("stage 1 visual onset: %s targets, %.4f of steps", args.stage1_targets,
                      float(onset_targets.mean()))
         model.train()
@@ -223,13 +227,27 @@ def shared_encoders(
             losses.append(float(loss.detach()))
             log_progress(losses, f"stage 1 {args.stage1_objective}")
         if onset_targets is not None and val_rows is not None:
-            val_targets = (listed_onset_targets(config, "val", val_rows)
-                           if args.stage1_targets == "listed"
-                           else in_sync_onset_targets(snapshot, config, val_rows))
+            val_targets = stage1_onset_targets(args.stage1_targets, snapshot, config, "val",
+                                               val_rows)
             report["val_auc"] = onset_auc(snapshot, config, val_rows, val_targets, device)
             log.info("stage 1 visual onset: validation AUC %.3f", report["val_auc"])
     apply_encoder_regime(model, "frozen")
     return model.eval(), report
+
+
+def stage1_onset_targets(kind: str, snapshot: Any, config: AssynchConfig, split: str,
+                         rows: StreamBatch) -> torch.Tensor:
+    """(N, W, S, steps) visual onset targets, `--stage1-targets`: `audio` (the objective as
+    shipped: the in-sync audio's onsets), or two diagnostics for synthetic clips that real
+    footage cannot have: `listed` (the clips' listed audio-visual onsets) and `on_screen` (the
+    audio's onsets, kept only where the clip lists an audio-visual onset in that step: the
+    audio targets without the off-screen sounds)."""
+    if kind == "audio":
+        return in_sync_onset_targets(snapshot, config, rows)
+    listed = listed_onset_targets(config, split, rows)
+    if kind == "listed":
+        return listed
+    return in_sync_onset_targets(snapshot, config, rows) * listed
 
 
 @torch.no_grad()
@@ -304,26 +322,19 @@ def onset_stage1_loss(
 def onset_auc(snapshot: Any, config: AssynchConfig, rows: StreamBatch, targets: torch.Tensor,
               device: str, streams: int = 32) -> float:
     """How well the pre-trained visual encoder finds the onsets on held-out streams: the ROC
-    AUC of its pooled-token onset logits, steps with target 1 against the rest."""
+    AUC of its pooled-token onset logits, steps with target 1 against the rest (the training
+    loop's `val/onset_auc`)."""
     snapshot.eval()
-    scores, labels = [], []
     windows, segments = targets.shape[1], targets.shape[2]
+    counts = torch.zeros(2, AUC_BINS, dtype=torch.float64)
     for index in range(min(streams, len(rows))):
         window = torch.arange(windows).repeat_interleave(segments)
         segment = torch.arange(segments).repeat(windows)
         video = selected_video_segments(rows.frames, config.time, config.video,
                                         torch.full_like(window, index), window, segment)
-        scores.append(snapshot.visual_onset_logits(video.to(device))[0].flatten().cpu())
-        labels.append(targets[index].flatten() > 0.5)
-    score_all, label_all = torch.cat(scores), torch.cat(labels)
-    ranks = torch.empty_like(score_all)
-    ranks[score_all.argsort()] = torch.arange(score_all.numel(), dtype=score_all.dtype)
-    positives = int(label_all.sum())
-    negatives = label_all.numel() - positives
-    if positives == 0 or negatives == 0:
-        return float("nan")
-    return float((ranks[label_all].sum() - positives * (positives - 1) / 2)
-                 / (positives * negatives))
+        logits = snapshot.visual_onset_logits(video.to(device))[0].cpu()
+        counts += onset_score_counts(logits, targets[index].flatten(0, 1))
+    return auc_from_counts(counts)
 
 
 def log_progress(losses: list[float], what: str, every: int = 100) -> None:
@@ -767,9 +778,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stage1-lr", type=float, default=3e-4)
     parser.add_argument("--stage1-objective", choices=["segment_contrastive", "visual_onset"],
                         default="segment_contrastive")
-    parser.add_argument("--stage1-targets", choices=["audio", "listed"], default="audio",
-                        help="visual onset stage 1: onsets from the in-sync audio, or (a "
-                        "diagnostic for synthetic clips) from the clips' listed onsets")
+    parser.add_argument("--stage1-targets", choices=["audio", "listed", "on_screen"],
+                        default="audio",
+                        help="visual onset stage 1: onsets from the in-sync audio, or (two "
+                        "diagnostics for synthetic clips) the clips' listed onsets, or the "
+                        "audio's onsets where the clip lists an on-screen one")
     parser.add_argument("--stage1-segments", type=int, default=16,
                         help="visual onset stage 1: segments per step (half with an onset)")
     parser.add_argument("--visual-stem", choices=["tubelet", "conv"], default="tubelet",

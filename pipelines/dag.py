@@ -471,6 +471,8 @@ def stage1_args(config: AssynchConfig) -> list[str]:
         f"model.encoder_regime={stage1.encoder_regime}",
         f"tracking.registered_model={stage1_model_name(config)}",
     ]
+    if stage1.objective == "visual_onset":  # its best checkpoint: the best held-out AUC
+        overrides.append("train.select_metric=onset_auc")
     if stage1.epochs is not None:
         overrides.append(f"train.epochs={stage1.epochs}")
     if stage1.max_steps_per_epoch is not None:

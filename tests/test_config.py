@@ -71,6 +71,10 @@ def test_cross_field_rules() -> None:
         load_config(None, ["preprocess.audio_margin_sec=1.0"])
     with pytest.raises(ConfigError, match="must sum to 1"):
         load_config(None, ["preprocess.splits.train=0.5"])
+    with pytest.raises(ConfigError, match="onset_auc is only reported by train.objective"):
+        load_config(None, ["train.select_metric=onset_auc"])
+    assert load_config(None, ["train.select_metric=onset_auc",
+                              "train.objective=visual_onset"]).train.select_metric == "onset_auc"
 
 
 def test_missing_file_and_extends_cycle(tmp_path: Path) -> None:

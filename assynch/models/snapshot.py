@@ -440,6 +440,14 @@ class SnapshotModel(nn.Module):
     def visual_onset_loss(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Stage-1 visual onset pre-training on (N, S, ...) in-sync windows: the weighted binary
         cross-entropy of both `visual_onset_logits` against the audio's onsets, averaged."""
+        return self.visual_onset_outputs(video, audio)[0]
+
+    def visual_onset_outputs(
+        self, video: torch.Tensor, audio: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`visual_onset_loss`, with the pooled path's logits and the targets it was scored
+        against, (N*S, steps) each (for the held-out AUC, `onset_score_counts`)."""
         self.check_inputs(video, audio, leading=1)
         targets = self.visual_onset_targets(audio).flatten(0, 1)
-        return two_path_onset_loss(*self.visual_onset_logits(video.flatten(0, 1)), targets)
+        pooled, strongest = self.visual_onset_logits(video.flatten(0, 1))
+        return two_path_onset_loss(pooled, strongest, targets), pooled, targets

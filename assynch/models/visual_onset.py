@@ -83,3 +83,35 @@ def two_path_onset_loss(
     """The stage-1 loss: the mean of `weighted_onset_loss` on the pooled-token logits and on
     the strongest-patch logits (`SnapshotModel.visual_onset_logits`)."""
     return 0.5 * (weighted_onset_loss(pooled, targets) + weighted_onset_loss(strongest, targets))
+
+
+# The held-out AUC of the onset probe: whether stage 1 has started (it can sit at its starting
+# loss for hundreds of steps, then learn fast). Counted per logit bin so that ranks and batches
+# add up (an all-reduce of counts); the bins are 1/32 of a logit wide over [-16, 16], finer
+# than any difference that matters for a ranking, and a bin's ties count half.
+AUC_LOGIT_RANGE = 16.0
+AUC_BINS = 1024
+
+
+def onset_score_counts(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(2, AUC_BINS) float64 counts of steps per logit bin: row 0 the steps without an onset
+    (target < 0.5), row 1 those with one."""
+    scaled = (logits.detach().float().flatten() + AUC_LOGIT_RANGE) / (2 * AUC_LOGIT_RANGE)
+    index = (scaled * AUC_BINS).long().clamp(0, AUC_BINS - 1)
+    onset = (targets.detach().flatten() > 0.5).long()
+    counts = torch.zeros(2 * AUC_BINS, dtype=torch.float64, device=logits.device)
+    counts.index_add_(0, onset * AUC_BINS + index,
+                      torch.ones_like(index, dtype=torch.float64))
+    return counts.view(2, AUC_BINS)
+
+
+def auc_from_counts(counts: torch.Tensor) -> float:
+    """ROC AUC from `onset_score_counts` (summed over batches and ranks): the chance that an
+    onset step scores above a step without one, ties (same bin) counting half; NaN without
+    both kinds of step."""
+    negatives, positives = counts[0].double(), counts[1].double()
+    pairs = positives.sum() * negatives.sum()
+    if pairs == 0:
+        return float("nan")
+    below = torch.cumsum(negatives, 0) - negatives
+    return float((positives * (below + 0.5 * negatives)).sum() / pairs)

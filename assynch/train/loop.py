@@ -35,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from assynch.config import AssynchConfig
 from assynch.eval.metrics import METRIC_NAMES, StreamingMetricAccumulator, streaming_window_counts
 from assynch.models import StreamingModel, build_model
+from assynch.models.visual_onset import AUC_BINS, auc_from_counts, onset_score_counts
 from assynch.shards.format import shard_layout
 from assynch.train.checkpoint import (
     MODEL_FILE,
@@ -54,6 +55,7 @@ from assynch.train.objective import (
     TrainingObjective,
     contrastive_cuts,
     count_trainable,
+    loss_terms,
     needs_find_unused_parameters,
 )
 from assynch.train.optim import build_optimizer, build_scheduler
@@ -61,7 +63,8 @@ from assynch.train.tracking import Tracker, open_tracker
 
 log = logging.getLogger("assynch.train")
 
-HIGHER_IS_BETTER = {"acc1": True, "acc1_pm1": True, "emd_sec": False, "loss": False}
+HIGHER_IS_BETTER = {"acc1": True, "acc1_pm1": True, "emd_sec": False, "loss": False,
+                    "onset_auc": True}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,9 +189,8 @@ def train_epoch(
                              inputs.contrastive_audio, inputs.contrastive_hypotheses,
                              inputs.source_ids)
             (losses["total"] * weight / train.grad_accum_steps).backward()
-        for name, value in losses.items():
-            if name != "logits":
-                sums[name] = sums.get(name, 0.0) + float(value.detach()) * local
+        for name, value in loss_terms(losses).items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach()) * local
         if inputs.contrastive_audio is not None:  # candidates per stream the model was given
             sums["contrastive_cuts"] = (sums.get("contrastive_cuts", 0.0)
                                         + inputs.contrastive_audio.shape[2] * local)
@@ -247,7 +249,7 @@ def _log_progress(
     now = time.perf_counter()
     elapsed = max(now - interval["started"], 1e-9)
     step_sec = elapsed / max(1.0, progress.step - interval["step"])
-    metrics = {f"step/{n}": float(v.detach()) for n, v in losses.items() if n != "logits"}
+    metrics = {f"step/{n}": float(v.detach()) for n, v in loss_terms(losses).items()}
     metrics["step/samples_per_sec"] = interval["samples"] / elapsed
     metrics["step/data_wait_share"] = interval["wait"] / elapsed
     for group in optimizer.param_groups:
@@ -283,6 +285,8 @@ def evaluate(
     accumulator = StreamingMetricAccumulator(config.time.offset_step_sec)
     confusion = torch.zeros((classes, classes), dtype=torch.float64)
     loss_sums: dict[str, float] = {}
+    # visual onset pre-training: its probe's logit counts per bin, for the held-out AUC
+    onset_counts = torch.zeros((2, AUC_BINS), dtype=torch.float64)
     samples = 0
     autocast = torch.autocast(env.device.type, dtype=torch.bfloat16,
                               enabled=config.train.precision == "bf16")
@@ -292,9 +296,11 @@ def evaluate(
         with autocast:
             losses = objective(inputs.video, inputs.audio, inputs.offset_class,
                                source_ids=inputs.source_ids)
-        for name, value in losses.items():
-            if name != "logits":
-                loss_sums[name] = loss_sums.get(name, 0.0) + float(value) * len(batch)
+        for name, value in loss_terms(losses).items():
+            loss_sums[name] = loss_sums.get(name, 0.0) + float(value) * len(batch)
+        if "onset_logits" in losses:
+            onset_counts += onset_score_counts(losses["onset_logits"],
+                                               losses["onset_targets"]).cpu()
         samples += len(batch)
         logits = losses.get("logits")
         if logits is None:
@@ -314,7 +320,13 @@ def evaluate(
     else:
         metric_sums = [0.0] * (len(counts) * len(METRIC_NAMES))
     local = [float(samples), float(scored)] + [loss_sums.get(n, 0.0) for n in names] + metric_sums
+    onset = config.train.objective == "visual_onset"  # every rank adds the same-sized counts
+    if onset:
+        local += onset_counts.flatten().tolist()
     totals = all_reduce_sum(local, env.device)
+    if onset:
+        counts_total = torch.tensor(totals[-2 * AUC_BINS:], dtype=torch.float64)
+        totals = totals[: -2 * AUC_BINS]
     if dist.is_available() and dist.is_initialized():
         confusion = confusion.to(env.device)
         dist.all_reduce(confusion)
@@ -323,6 +335,8 @@ def evaluate(
     for index, name in enumerate(names):
         metrics[f"val/{name}"] = totals[2 + index] / max(total_samples, 1.0)
     metrics["val/loss"] = metrics.get("val/total", float("nan"))
+    if onset:  # did stage 1 start: its probe's ranking of the held-out onset steps
+        metrics["val/onset_auc"] = auc_from_counts(counts_total.view(2, AUC_BINS))
     offset = 2 + len(names)
     if config.train.objective != "offsets":  # stage 1 has no offset predictions to score
         counts = []

@@ -15,7 +15,9 @@ from assynch.models import StreamingModel, total_loss
 
 class TrainingObjective(nn.Module):
     """forward(video, audio, offset_class, contrastive_audio=None, contrastive_hypotheses=None)
-    -> {loss term: scalar, "total": ..., "logits": (B, W, C) or absent}."""
+    -> {loss term: scalar, "total": ..., "logits": (B, W, C) or absent, and under visual
+    onset pre-training "onset_logits" / "onset_targets"}: the scalar entries are the loss
+    terms (`loss_terms`)."""
 
     def __init__(self, model: StreamingModel, config: AssynchConfig) -> None:
         super().__init__()
@@ -56,18 +58,27 @@ def compute_losses(
     offsets, and the other windows of the batch); the per-window logits come back under
     "logits" for the metrics.
     segment_contrastive: Synchformer's stage 1 on every window's segments (no offset logits).
-    visual_onset: the visual encoder predicts the in-sync audio's onsets (no offset logits).
+    visual_onset: the visual encoder predicts the in-sync audio's onsets (no offset logits);
+    its pooled-path logits and targets come back under "onset_logits" / "onset_targets" for
+    the held-out AUC.
     """
-    if config.train.objective in ("segment_contrastive", "visual_onset"):
-        windows = video.flatten(0, 1), audio.flatten(0, 1)  # (B*W, S, ...)
-        stage1 = (model.snapshot.segment_contrastive_loss
-                  if config.train.objective == "segment_contrastive"
-                  else model.snapshot.visual_onset_loss)
-        loss = stage1(*windows)
-        return {config.train.objective: loss, "total": loss}
+    windows = video.flatten(0, 1), audio.flatten(0, 1)  # (B*W, S, ...) for a stage 1
+    if config.train.objective == "segment_contrastive":
+        loss = model.snapshot.segment_contrastive_loss(*windows)
+        return {"segment_contrastive": loss, "total": loss}
+    if config.train.objective == "visual_onset":
+        loss, onset_logits, onset_targets = model.snapshot.visual_onset_outputs(*windows)
+        return {"visual_onset": loss, "total": loss, "onset_logits": onset_logits,
+                "onset_targets": onset_targets}
     output = model(video, audio, contrastive_audio, contrastive_hypotheses)
     losses = total_loss(output, offset_class, config.model.losses, source_ids)
     return {**losses, "logits": output.logits}
+
+
+def loss_terms(losses: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The loss terms of `compute_losses`' output: its scalar entries (not the logits and
+    targets it returns beside them for the metrics)."""
+    return {name: value for name, value in losses.items() if value.ndim == 0}
 
 
 def needs_find_unused_parameters(config: AssynchConfig) -> bool:

@@ -17,6 +17,8 @@ from assynch.models.encoders import AudioEncoder, VisualEncoder
 from assynch.models.visual_onset import (
     ONSET_POSITIVE_WEIGHT,
     ONSET_Z,
+    auc_from_counts,
+    onset_score_counts,
     onset_targets,
     step_onset_strength,
     two_path_onset_loss,
@@ -69,6 +71,25 @@ def test_onset_loss_weighs_an_onsets_term_and_averages_the_two_paths() -> None:
     assert two_path_onset_loss(logits, other, targets).item() == pytest.approx(
         0.5 * (expected + weighted_onset_loss(other, targets)).item()
     )
+
+
+def test_onset_auc_from_binned_counts_equals_counting_every_pair() -> None:
+    """The held-out AUC that tells whether stage 1 started: counted per logit bin and summed
+    over batches, it equals the share of (onset, no onset) pairs ranked right, ties half."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 40, 8, generator=generator) * 3
+    logits[0, :4] = 1.0  # exact ties across both kinds of step
+    targets = (torch.rand(3, 40, 8, generator=generator) < 0.1 + 0.05 * logits.clamp(0)).float()
+    counts = sum(onset_score_counts(logits[i], targets[i]) for i in range(3))
+    positives, negatives = logits[targets > 0.5], logits[targets < 0.5]
+    pairs = positives[:, None] - negatives[None, :]
+    expected = ((pairs > 0).double() + 0.5 * (pairs == 0).double()).mean().item()
+    assert auc_from_counts(counts) == pytest.approx(expected, abs=2e-3)  # 1/32-logit bins
+    assert auc_from_counts(onset_score_counts(torch.tensor([2.0, -2.0]),
+                                              torch.tensor([1.0, 0.0]))) == 1.0
+    assert auc_from_counts(onset_score_counts(torch.tensor([-2.0, 2.0]),
+                                              torch.tensor([1.0, 0.0]))) == 0.0
+    assert math.isnan(auc_from_counts(onset_score_counts(logits[0], torch.zeros(40, 8))))
 
 
 def test_conv_stem_keeps_the_encoders_token_contract() -> None:

@@ -29,6 +29,8 @@ def run_stage1(
     row = progress.history[0]
     assert math.isfinite(row[f"train/{objective}"]) and row[f"train/{objective}"] > 0
     assert f"val/{objective}" in row and "val/acc1" not in row  # no offset logits
+    if objective == "visual_onset":  # whether stage 1 started: its probe's held-out AUC
+        assert 0.0 <= row["val/onset_auc"] <= 1.0
     checkpoint = local_checkpoints(tmp_path / objective)[-1]
     return config, checkpoint, torch.load(checkpoint / "model.pt", weights_only=True)["state_dict"]
 
