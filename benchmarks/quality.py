@@ -183,15 +183,23 @@ def subset(batch: StreamBatch, index: torch.Tensor) -> StreamBatch:
 
 def shared_encoders(
     config: AssynchConfig, rows: StreamBatch | None, args: argparse.Namespace, device: str,
-    val_rows: StreamBatch | None = None,
+    stored: Path | None = None,
 ) -> tuple[StreamingModel, dict[str, Any]]:
     """The level's encoders: random (seeded) or after `--stage1-steps` of a shared stage 1 on
     in-sync train windows (`--stage1-objective`: Synchformer's segment-level InfoNCE, or visual
-    onset pre-training on segments of which half hold an audio onset), then frozen."""
+    onset pre-training on segments of which half hold an audio onset), then frozen. With
+    `stored`, the stage-1 weights and report are read from that file when it exists (same
+    shards and settings: stage 1 would train the same weights again) and written to it after
+    a stage 1 otherwise."""
     torch.manual_seed(args.encoder_seed)
     model = build_model(model_config(args, "model.kind=snapshot")).to(device)
     report: dict[str, Any] = {"objective": args.stage1_objective, "losses": []}
-    if args.stage1_steps and rows is not None:
+    if stored is not None and stored.is_file():
+        saved = torch.load(stored, weights_only=False)
+        model.load_state_dict(saved["state_dict"])
+        report = saved["report"]
+        log.info("reusing the stage-1 encoders %s (--reuse-data)", stored)
+    elif args.stage1_steps and rows is not None:
         snapshot = model.snapshot
         apply_encoder_regime(model, "full")
         if args.stage1_objective == "segment_contrastive":
@@ -226,11 +234,14 @@ def shared_encoders(
             optimizer.step()
             losses.append(float(loss.detach()))
             log_progress(losses, f"stage 1 {args.stage1_objective}")
-        if onset_targets is not None and val_rows is not None:
+        if onset_targets is not None:
+            val_rows = load_rows(config.preprocess.output, "val", config)
             val_targets = stage1_onset_targets(args.stage1_targets, snapshot, config, "val",
                                                val_rows)
             report["val_auc"] = onset_auc(snapshot, config, val_rows, val_targets, device)
             log.info("stage 1 visual onset: validation AUC %.3f", report["val_auc"])
+        if stored is not None:
+            torch.save({"state_dict": model.state_dict(), "report": report}, stored)
     apply_encoder_regime(model, "frozen")
     return model.eval(), report
 
@@ -489,22 +500,10 @@ def run_level(level: str, args: argparse.Namespace, device: str) -> dict[str, An
                    if args.stage1_steps else "none")  # everything that changes its weights
     name = f"{args.encoder_seed}-{args.visual_stem}-{stage1_name}"
     cache = Path(args.work) / level / f"features-{name}.pt"
-    stored_encoders = Path(args.work) / level / f"encoders-{name}.pt"
+    stored_encoders = (Path(args.work) / level / f"encoders-{name}.pt"
+                       if args.reuse_data and args.stage1_steps else None)
     started = time.perf_counter()
-    if args.reuse_data and args.stage1_steps and stored_encoders.is_file():
-        # same shards, same seed and settings: stage 1 would train the same weights again
-        encoders = build_model(model_config(args, "model.kind=snapshot")).to(device)
-        saved = torch.load(stored_encoders, weights_only=False)
-        encoders.load_state_dict(saved["state_dict"])
-        apply_encoder_regime(encoders, "frozen")
-        encoders.eval()
-        stage1 = saved["report"]
-        log.info("%s: reusing the stage-1 encoders %s (--reuse-data)", level, stored_encoders)
-    else:
-        val_rows = load_rows(shards, "val", config) if args.stage1_steps else None
-        encoders, stage1 = shared_encoders(config, rows, args, device, val_rows)
-        if args.reuse_data and args.stage1_steps:
-            torch.save({"state_dict": encoders.state_dict(), "report": stage1}, stored_encoders)
+    encoders, stage1 = shared_encoders(config, rows, args, device, stored_encoders)
     walls["stage1"] = time.perf_counter() - started
     started = time.perf_counter()
     if args.reuse_data and cache.is_file():  # same shards, same encoders: same features

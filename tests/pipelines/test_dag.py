@@ -168,15 +168,14 @@ def test_stage1_runs_the_configured_objective() -> None:
     from assynch.config import load_config
     from pipelines.dag import stage1_args
 
-    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml",
-                         ["dag.stage1.objective=visual_onset", "dag.stage1.epochs=3"])
+    quickstart = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
+    config = load_config(quickstart, ["dag.stage1.objective=visual_onset", "dag.stage1.epochs=3"])
     args = stage1_args(config)
     overrides = [value for flag, value in zip(args[::2], args[1::2], strict=True)
                  if flag == "--set"]
     assert "train.objective=visual_onset" in overrides and "train.epochs=3" in overrides
     assert "train.select_metric=onset_auc" in overrides  # its best checkpoint: the best AUC
     # the overrides make a valid training config (select_metric=onset_auc needs the objective)
-    load_config(Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml", overrides)
-    contrastive = stage1_args(load_config(
-        Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"))
+    load_config(quickstart, overrides)
+    contrastive = stage1_args(load_config(quickstart))
     assert "train.select_metric=onset_auc" not in contrastive
