@@ -290,17 +290,15 @@ def shared_encoders(
     first that reaches `--stage1-min-auc` goes on to `--stage1-steps`, and where none does,
     the best of them. Decided on validation, never on the test split."""
     report: dict[str, Any] = {"objective": args.stage1_objective, "losses": []}
-    if stored is not None and stored.is_file():
+    reuse = stored is not None and stored.is_file()
+    if reuse or not args.stage1_steps or rows is None:  # no stage 1 to run
         torch.manual_seed(args.encoder_seed)
         model = build_model(model_config(args, "model.kind=snapshot")).to(device)
-        saved = torch.load(stored, weights_only=False)
-        model.load_state_dict(saved["state_dict"])
-        log.info("reusing the stage-1 encoders %s (--reuse-data)", stored)
-        apply_encoder_regime(model, "frozen")
-        return model.eval(), saved["report"]
-    if not args.stage1_steps or rows is None:
-        torch.manual_seed(args.encoder_seed)
-        model = build_model(model_config(args, "model.kind=snapshot")).to(device)
+        if reuse:
+            saved = torch.load(stored, weights_only=False)
+            model.load_state_dict(saved["state_dict"])
+            report = saved["report"]
+            log.info("reusing the stage-1 encoders %s (--reuse-data)", stored)
         apply_encoder_regime(model, "frozen")
         return model.eval(), report
     onset = args.stage1_objective == "visual_onset"
