@@ -18,8 +18,9 @@ Per window w (B streams at once):
      window's snapshot logits and, with their softmax (the snapshot's offset belief), a
      summary token.
   5. Streaming tokens and summary enter a ring of the last R windows; the streaming module (a
-     transformer encoder) reads the ring and predicts a correction to the window's snapshot
-     logits: the offset logits are their sum.
+     transformer encoder) reads the ring and predicts how sharp the belief accumulated over the
+     windows seen should be (a confidence: an inverse temperature, 1 at init) and a correction:
+     the offset logits are confidence x log(mean snapshot belief) + correction.
 A contrastive head per modality embeds the K picks of each window (per-pick MLP, then the mean);
 audio candidates at other offsets (and of other streams) are the negatives
 (losses.stream_contrastive_loss).
@@ -35,6 +36,7 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils import skip_init
 
 from assynch.config import AssynchConfig, ConfigError
 from assynch.models.layers import encoder_layer, init_vit_weights
@@ -48,6 +50,9 @@ from assynch.models.streaming import (
 )
 
 TIME_FREQUENCIES = 16
+# The streaming module's confidence (an inverse temperature of the accumulated belief) stays
+# within exp(+-3) = 0.05 .. 20.
+CONFIDENCE_BOUND = 3.0
 
 
 def time_features(times_sec: torch.Tensor) -> torch.Tensor:
@@ -266,6 +271,13 @@ class ASSynchformer(StreamingModel):
             _unit_gain(linear)
         self.visual_selector.reset_selection_parameters()
         self.audio_selector.reset_selection_parameters()
+        # How sharp the accumulated belief should be, given the ring: the log of an inverse
+        # temperature, bounded to +-CONFIDENCE_BOUND (docs/MODELS.md, step 5). Zero: confidence
+        # 1, the plain mean. Made last and without drawing random numbers, so every other
+        # layer's seeded init and the dropout masks of a seeded run are as without it.
+        self.stream_confidence = skip_init(nn.Linear, stream.dim, 1)
+        nn.init.zeros_(self.stream_confidence.weight)
+        nn.init.zeros_(self.stream_confidence.bias)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -311,8 +323,8 @@ class ASSynchformer(StreamingModel):
         valid = state["valid"].repeat_interleave(self.tokens_per_window + 1, dim=1)
         return extra.flatten(1, 2), valid
 
-    def _predict(self, state: StreamState) -> torch.Tensor:
-        """The streaming module over the ring -> logits (B, C)."""
+    def _predict(self, state: StreamState) -> tuple[torch.Tensor, torch.Tensor]:
+        """The streaming module over the ring -> the confidence (B, 1) and correction (B, C)."""
         ring = torch.cat((state["tokens"], state["summary"].unsqueeze(2)), dim=2)
         batch = ring.shape[0]
         x = (self.stream_in(ring) + self.stream_position).flatten(1, 2)
@@ -321,7 +333,10 @@ class ASSynchformer(StreamingModel):
         ignore = torch.cat((valid.new_zeros(batch, 1), ~valid), dim=1)
         for block in self.stream_blocks:
             x = block(x, src_key_padding_mask=ignore)
-        return self.stream_head(self.stream_norm(x[:, 0]))
+        read = self.stream_norm(x[:, 0])
+        bound = CONFIDENCE_BOUND
+        log_confidence = bound * torch.tanh(self.stream_confidence(read).float() / bound)
+        return log_confidence.exp(), self.stream_head(read).float()
 
     def _advance(
         self, visual: torch.Tensor, audio: torch.Tensor, state: StreamState
@@ -349,13 +364,15 @@ class ASSynchformer(StreamingModel):
             "belief_sum": belief_sum,
             "seen": seen,
         }
+        confidence, correction = self._predict(state)
         outputs = {
             # The streaming module refines the snapshot module's belief so far: its
             # (history-conditioned) per-window probabilities averaged over the windows seen, as
-            # APA does (after one window: the window's own prediction). A residual, so
-            # AS-Synchformer starts as its accumulated snapshot module and learns as fast, and
-            # the ring adds what the history says (docs/MODELS.md, step 5).
-            "logits": log_mean_probabilities(belief_sum / seen) + self._predict(state).float(),
+            # APA does (after one window: the window's own prediction), sharpened or flattened
+            # by the confidence the ring supports, plus a correction. A residual (confidence 1
+            # and no correction at init), so AS-Synchformer starts as its accumulated snapshot
+            # module and learns as fast (docs/MODELS.md, step 5).
+            "logits": confidence * log_mean_probabilities(belief_sum / seen) + correction,
             "snapshot_logits": snapshot_logits,
             "tokens": tokens,
             "visual": visual_picks,

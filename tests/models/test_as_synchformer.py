@@ -18,6 +18,7 @@ import torch
 
 from assynch.config import AssynchConfig, load_config
 from assynch.models import ASSynchformer, Window, build_model, total_loss
+from assynch.models.as_synchformer import CONFIDENCE_BOUND
 from assynch.models.contrastive import contrastive_offset_classes, hypotheses_for_offsets
 from assynch.models.losses import (
     contrastive_chance_level,
@@ -135,26 +136,62 @@ def test_history_never_reaches_an_earlier_window() -> None:
         assert (after[:, 2] - before[:, 2]).abs().max() > 1e-4, name
 
 
+def accumulated_belief(output: StreamOutput) -> torch.Tensor:
+    """log of the mean snapshot probabilities over the windows seen (B, W, C): APA's belief."""
+    seen = torch.arange(1, output.logits.shape[1] + 1).view(1, -1, 1)
+    return (output.snapshot_logits.softmax(dim=-1).cumsum(dim=1) / seen).log()
+
+
 def test_the_offset_logits_are_the_accumulated_snapshot_belief_plus_the_correction() -> None:
     config = tiny()
     model = model_of(config).eval()
     video, audio = random_inputs(config, batch=2, windows=3)
     with torch.no_grad():
         output = model(video, audio)
-        # The streaming module's correction, silenced: what is left is APA over the
-        # history-conditioned snapshot predictions.
+        # The streaming module's correction, silenced (its confidence starts at 1): what is
+        # left is APA over the history-conditioned snapshot predictions.
         model.stream_head.weight.zero_()
         model.stream_head.bias.zero_()
         silenced = model(video, audio)
-    seen = torch.arange(1, 4).view(1, 3, 1)
-    belief = (silenced.snapshot_logits.softmax(dim=-1).cumsum(dim=1) / seen).log()
-    torch.testing.assert_close(silenced.logits, belief, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(silenced.logits, accumulated_belief(silenced), atol=1e-5,
+                               rtol=1e-5)
     torch.testing.assert_close(silenced.snapshot_logits, output.snapshot_logits)
     assert (output.logits - silenced.logits).abs().max() > 1e-3  # the correction is there
     # After the first window the silenced prediction is that window's own snapshot prediction.
     torch.testing.assert_close(
         silenced.logits[:, 0].softmax(-1), silenced.snapshot_logits[:, 0].softmax(-1)
     )
+
+
+def test_the_confidence_read_from_the_ring_sharpens_the_belief_without_moving_it() -> None:
+    config = tiny()
+    model = model_of(config).eval()
+    video, audio = random_inputs(config, batch=3, windows=3)
+    with torch.no_grad():
+        model.stream_head.weight.zero_()
+        model.stream_head.bias.zero_()
+        torch.manual_seed(0)
+        model.stream_confidence.weight.normal_(std=1.0)
+        model.stream_confidence.bias.fill_(1.0)
+        output = model(video, audio)
+    belief = accumulated_belief(output)
+    # logits = confidence x belief: one factor per stream and window, the same for every class.
+    confidence = output.logits / belief
+    torch.testing.assert_close(confidence, confidence[..., :1].expand_as(confidence),
+                               atol=1e-4, rtol=1e-4)
+    factors = confidence[..., 0]
+    assert factors.min() > math.exp(-CONFIDENCE_BOUND) - 1e-6
+    assert factors.max() < math.exp(CONFIDENCE_BOUND) + 1e-6
+    # Read from the ring: it differs between streams and as the history fills.
+    assert factors.std() > 0.05, factors
+    # Sharper than the plain mean where the factor is over 1, and the ranking of the offsets
+    # (hence ACC@1) is the belief's own.
+    sharper = factors > 1
+    assert sharper.any()
+    entropy = -(output.logits.softmax(-1) * output.logits.log_softmax(-1)).sum(-1)
+    plain = -(belief.exp() * belief).sum(-1)
+    assert (entropy[sharper] < plain[sharper]).all()
+    assert torch.equal(output.logits.argmax(-1), belief.argmax(-1))
 
 
 def test_the_snapshot_module_is_supervised_on_its_own() -> None:
