@@ -19,8 +19,8 @@ Per window w (B streams at once):
      summary token.
   5. Streaming tokens and summary enter a ring of the last R windows; the streaming module (a
      transformer encoder) reads the ring and predicts how sharp the belief accumulated over the
-     windows seen should be (a confidence: an inverse temperature, 1 at init) and a correction:
-     the offset logits are confidence x log(mean snapshot belief) + correction.
+     windows seen should be (a sharpness: an inverse temperature, 1 at init) and a correction:
+     the offset logits are sharpness x log(mean snapshot belief) + correction.
 A contrastive head per modality embeds the K picks of each window (per-pick MLP, then the mean);
 audio candidates at other offsets (and of other streams) are the negatives
 (losses.stream_contrastive_loss).
@@ -50,9 +50,9 @@ from assynch.models.streaming import (
 )
 
 TIME_FREQUENCIES = 16
-# The streaming module's confidence (an inverse temperature of the accumulated belief) stays
+# The streaming module's sharpness (an inverse temperature of the accumulated belief) stays
 # within exp(+-3) = 0.05 .. 20.
-CONFIDENCE_BOUND = 3.0
+SHARPNESS_BOUND = 3.0
 
 
 def time_features(times_sec: torch.Tensor) -> torch.Tensor:
@@ -272,12 +272,15 @@ class ASSynchformer(StreamingModel):
         self.visual_selector.reset_selection_parameters()
         self.audio_selector.reset_selection_parameters()
         # How sharp the accumulated belief should be, given the ring: the log of an inverse
-        # temperature, bounded to +-CONFIDENCE_BOUND (docs/MODELS.md, step 5). Zero: confidence
+        # temperature, bounded to +-SHARPNESS_BOUND (docs/MODELS.md, step 5). Zero: sharpness
         # 1, the plain mean. Made last and without drawing random numbers, so every other
         # layer's seeded init and the dropout masks of a seeded run are as without it.
-        self.stream_confidence = skip_init(nn.Linear, stream.dim, 1)
-        nn.init.zeros_(self.stream_confidence.weight)
-        nn.init.zeros_(self.stream_confidence.bias)
+        like = self.stream_head.weight  # its device: under `torch.device("meta")` too
+        self.stream_sharpness = skip_init(
+            nn.Linear, stream.dim, 1, device=like.device, dtype=like.dtype
+        )
+        nn.init.zeros_(self.stream_sharpness.weight)
+        nn.init.zeros_(self.stream_sharpness.bias)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -324,7 +327,7 @@ class ASSynchformer(StreamingModel):
         return extra.flatten(1, 2), valid
 
     def _predict(self, state: StreamState) -> tuple[torch.Tensor, torch.Tensor]:
-        """The streaming module over the ring -> the confidence (B, 1) and correction (B, C)."""
+        """The streaming module over the ring -> the sharpness (B, 1) and correction (B, C)."""
         ring = torch.cat((state["tokens"], state["summary"].unsqueeze(2)), dim=2)
         batch = ring.shape[0]
         x = (self.stream_in(ring) + self.stream_position).flatten(1, 2)
@@ -334,9 +337,9 @@ class ASSynchformer(StreamingModel):
         for block in self.stream_blocks:
             x = block(x, src_key_padding_mask=ignore)
         read = self.stream_norm(x[:, 0])
-        bound = CONFIDENCE_BOUND
-        log_confidence = bound * torch.tanh(self.stream_confidence(read).float() / bound)
-        return log_confidence.exp(), self.stream_head(read).float()
+        bound = SHARPNESS_BOUND
+        log_sharpness = bound * torch.tanh(self.stream_sharpness(read).float() / bound)
+        return log_sharpness.exp(), self.stream_head(read).float()
 
     def _advance(
         self, visual: torch.Tensor, audio: torch.Tensor, state: StreamState
@@ -364,15 +367,15 @@ class ASSynchformer(StreamingModel):
             "belief_sum": belief_sum,
             "seen": seen,
         }
-        confidence, correction = self._predict(state)
+        sharpness, correction = self._predict(state)
         outputs = {
             # The streaming module refines the snapshot module's belief so far: its
             # (history-conditioned) per-window probabilities averaged over the windows seen, as
             # APA does (after one window: the window's own prediction), sharpened or flattened
-            # by the confidence the ring supports, plus a correction. A residual (confidence 1
+            # by the sharpness the ring supports, plus a correction. A residual (sharpness 1
             # and no correction at init), so AS-Synchformer starts as its accumulated snapshot
             # module and learns as fast (docs/MODELS.md, step 5).
-            "logits": confidence * log_mean_probabilities(belief_sum / seen) + correction,
+            "logits": sharpness * log_mean_probabilities(belief_sum / seen) + correction,
             "snapshot_logits": snapshot_logits,
             "tokens": tokens,
             "visual": visual_picks,

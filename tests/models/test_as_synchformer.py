@@ -18,7 +18,7 @@ import torch
 
 from assynch.config import AssynchConfig, load_config
 from assynch.models import ASSynchformer, Window, build_model, total_loss
-from assynch.models.as_synchformer import CONFIDENCE_BOUND
+from assynch.models.as_synchformer import SHARPNESS_BOUND
 from assynch.models.contrastive import contrastive_offset_classes, hypotheses_for_offsets
 from assynch.models.losses import (
     contrastive_chance_level,
@@ -148,7 +148,7 @@ def test_the_offset_logits_are_the_accumulated_snapshot_belief_plus_the_correcti
     video, audio = random_inputs(config, batch=2, windows=3)
     with torch.no_grad():
         output = model(video, audio)
-        # The streaming module's correction, silenced (its confidence starts at 1): what is
+        # The streaming module's correction, silenced (its sharpness starts at 1): what is
         # left is APA over the history-conditioned snapshot predictions.
         model.stream_head.weight.zero_()
         model.stream_head.bias.zero_()
@@ -163,7 +163,7 @@ def test_the_offset_logits_are_the_accumulated_snapshot_belief_plus_the_correcti
     )
 
 
-def test_the_confidence_read_from_the_ring_sharpens_the_belief_without_moving_it() -> None:
+def test_the_sharpness_read_from_the_ring_sharpens_the_belief_without_moving_it() -> None:
     config = tiny()
     model = model_of(config).eval()
     video, audio = random_inputs(config, batch=3, windows=3)
@@ -171,17 +171,17 @@ def test_the_confidence_read_from_the_ring_sharpens_the_belief_without_moving_it
         model.stream_head.weight.zero_()
         model.stream_head.bias.zero_()
         torch.manual_seed(0)
-        model.stream_confidence.weight.normal_(std=1.0)
-        model.stream_confidence.bias.fill_(1.0)
+        model.stream_sharpness.weight.normal_(std=1.0)
+        model.stream_sharpness.bias.fill_(1.0)
         output = model(video, audio)
     belief = accumulated_belief(output)
-    # logits = confidence x belief: one factor per stream and window, the same for every class.
-    confidence = output.logits / belief
-    torch.testing.assert_close(confidence, confidence[..., :1].expand_as(confidence),
+    # logits = sharpness x belief: one factor per stream and window, the same for every class.
+    sharpness = output.logits / belief
+    torch.testing.assert_close(sharpness, sharpness[..., :1].expand_as(sharpness),
                                atol=1e-4, rtol=1e-4)
-    factors = confidence[..., 0]
-    assert factors.min() > math.exp(-CONFIDENCE_BOUND) - 1e-6
-    assert factors.max() < math.exp(CONFIDENCE_BOUND) + 1e-6
+    factors = sharpness[..., 0]
+    assert factors.min() > math.exp(-SHARPNESS_BOUND) - 1e-6
+    assert factors.max() < math.exp(SHARPNESS_BOUND) + 1e-6
     # Read from the ring: it differs between streams and as the history fills.
     assert factors.std() > 0.05, factors
     # Sharper than the plain mean where the factor is over 1, and the ranking of the offsets
@@ -408,7 +408,7 @@ PARTS = {
     "sync transformer": r"snapshot\.sync\.",
     "contrastive head (both modalities)": r"contrastive_head",
     "contrastive temperature": r"contrastive_logit_scale",
-    "streaming module": r"stream_(blocks|head|in|cls|position)",
+    "streaming module": r"stream_(blocks|head|sharpness|in|cls|position)",
     "visual encoder": r"snapshot\.visual_encoder\.",
     "audio encoder": r"snapshot\.audio_encoder\.",
 }
