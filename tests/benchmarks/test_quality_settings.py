@@ -59,3 +59,27 @@ def test_ablations_run_only_at_their_levels_and_never_compare_chance_with_chance
     assert quality.ablation_skip_reason("snapshot", "easy", trained, args) == ""
     forced = quality.parse_args(["--always-ablate"])
     assert quality.ablation_skip_reason("as_no_emd", "hard", at_chance, forced) == ""
+
+
+def test_the_calibrated_apa_reference_fits_a_temperature_and_keeps_the_ranking(quality):
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.randint(0, 21, (400,), generator=generator)
+    # Averaged beliefs that are right 80% of the time but diffuse: the true class (or, for a
+    # fifth, a wrong one) leads the others by little. Cross-entropy wants them sharper.
+    leader = torch.where(torch.rand(400, generator=generator) < 0.8, targets,
+                         (targets + 7) % 21)
+    logits = torch.randn(400, 21, generator=generator) * 0.1
+    logits[torch.arange(400), leader] += 1.0
+    diffuse = logits.softmax(-1).unsqueeze(1)  # (N, W=1, C)
+    sharpness = quality.fit_sharpness(diffuse, targets)
+    assert sharpness > 1.5
+    # Overconfident beliefs (right 80%, all mass on the leader) want a flatter distribution.
+    overconfident = (logits * 30).softmax(-1).unsqueeze(1)
+    assert quality.fit_sharpness(overconfident, targets) < 1.0
+    # Sharpening never changes which offset leads, so ACC@1 is APA's own.
+    sharpened = quality.sharpened(diffuse, sharpness)
+    assert torch.equal(sharpened.argmax(-1), diffuse.argmax(-1))
+    torch.testing.assert_close(sharpened.sum(-1), torch.ones(400, 1))
+    assert (sharpened.max(-1).values > diffuse.max(-1).values).all()
