@@ -68,6 +68,7 @@ from assynch.eval.metrics import offset_metrics, streaming_metrics
 from assynch.eval.onset_baseline import DEFAULT_SCALE, streaming_logits, window_correlations
 from assynch.models import StreamingModel, build_model, total_loss
 from assynch.models.regimes import apply_encoder_regime
+from assynch.models.streaming import log_mean_probabilities
 from assynch.models.visual_onset import (
     AUC_BINS,
     auc_from_counts,
@@ -487,16 +488,22 @@ def score(probs: torch.Tensor, targets: torch.Tensor) -> Scored:
 SHARPNESS_GRID = torch.logspace(-2, 5, 29, base=2.0)
 
 
+def sharpened_logits(probs: torch.Tensor, sharpness: float | torch.Tensor) -> torch.Tensor:
+    """s * log p: averaged beliefs at inverse temperature s, as logits (the accumulation
+    AS-Synchformer's sharpness applies, `log_mean_probabilities`)."""
+    return sharpness * log_mean_probabilities(probs.float())
+
+
 def fit_sharpness(probs: torch.Tensor, targets: torch.Tensor) -> float:
     """Temperature scaling (Guo et al., 2017) of averaged beliefs: the inverse temperature s of
     softmax(s * log p) with the lowest cross-entropy after the last window. probs (N, W, C)."""
-    log_probs = probs[:, -1].float().clamp_min(1e-30).log()
-    losses = [torch.nn.functional.cross_entropy(s * log_probs, targets) for s in SHARPNESS_GRID]
+    losses = [torch.nn.functional.cross_entropy(sharpened_logits(probs[:, -1], s), targets)
+              for s in SHARPNESS_GRID]
     return float(SHARPNESS_GRID[int(torch.stack(losses).argmin())])
 
 
 def sharpened(probs: torch.Tensor, sharpness: float) -> torch.Tensor:
-    return (sharpness * probs.float().clamp_min(1e-30).log()).softmax(dim=-1)
+    return sharpened_logits(probs, sharpness).softmax(dim=-1)
 
 
 def onset_peer(config: AssynchConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
